@@ -1,0 +1,107 @@
+"""Input validation shared by the functional core.
+
+Every check runs only on concrete (non-traced) values, so the same functions stay
+``jit``/``vmap``-compatible: under a trace the checks are skipped and the math runs.
+Errors name the offending argument.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds a value now (not a tracer inside ``jit``/``vmap``/``grad``)."""
+    leaves = jax.tree_util.tree_leaves(x)
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
+
+
+def float_array(name: str, x, dtype=None) -> jax.Array:
+    """Convert ``x`` to a floating JAX array, raising ``TypeError`` for other kinds.
+
+    Python numbers, lists and integer arrays are promoted to the default float dtype;
+    complex, boolean, string and object inputs are refused.
+    """
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"{name} must be a real floating-point array, got {type(x).__name__}")
+    if isinstance(x, jax.Array) or isinstance(x, np.ndarray):
+        kind = np.dtype(x.dtype).kind
+    else:
+        try:
+            kind = np.asarray(x).dtype.kind
+        except Exception as exc:  # pragma: no cover - exotic inputs
+            raise TypeError(f"{name} must be a real floating-point array, got {type(x).__name__}") from exc
+    if kind in "fiu":
+        if dtype is None and kind != "f":
+            dtype = jnp.result_type(float)
+        return jnp.asarray(x, dtype=dtype)
+    raise TypeError(f"{name} must be a real floating-point array, got dtype kind {kind!r}")
+
+
+def check_finite(name: str, x) -> None:
+    """Raise ``ValueError`` if a concrete array has non-finite entries."""
+    if is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError(f"{name} has non-finite entries (nan or inf)")
+
+
+def positive_count(name: str, value, allow_inf: bool = False, minimum: int = 1):
+    """Validate a prompt length / count ``value >= minimum`` (or ``inf`` when allowed).
+
+    Traced values pass through untouched. Returns the value (floats kept as given).
+    """
+    if not is_concrete(value):
+        return value
+    if isinstance(value, bool) or isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a number, got dtype {arr.dtype}")
+    if np.any(np.isnan(arr)):
+        raise ValueError(f"{name} must not be nan")
+    if not allow_inf and np.any(np.isinf(arr)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if np.any(arr < minimum):
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return value
+
+
+def static_int(name: str, value, minimum: int = 0) -> int:
+    """Validate a shape-defining integer (``k_max``, ``batch``, ``length``) and return it."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        if isinstance(value, float) and value.is_integer() and math.isfinite(value):
+            value = int(value)
+        else:
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_prng_key(name: str, key) -> None:
+    """Raise ``TypeError`` unless ``key`` looks like a JAX PRNG key."""
+    if isinstance(key, (int, np.integer)):
+        raise TypeError(f"{name} must be a jax.random key (jax.random.key(seed)), got int {key}")
+    if not hasattr(key, "dtype"):
+        raise TypeError(f"{name} must be a jax.random key, got {type(key).__name__}")
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return
+    if key.dtype == jnp.uint32 and key.shape[-1:] == (2,):
+        return
+    raise TypeError(f"{name} must be a jax.random key, got array of dtype {key.dtype} shape {key.shape}")
+
+
+def square_matrix(name: str, M, d: int | None = None) -> jax.Array:
+    """Validate a square real matrix (optionally of size ``d``), finite when concrete."""
+    M = float_array(name, M)
+    if M.ndim != 2 or M.shape[0] != M.shape[1]:
+        raise ValueError(f"{name} must be a square matrix, got shape {M.shape}")
+    if d is not None and M.shape[0] != d:
+        raise ValueError(f"{name} must be {d}x{d} to match d={d}, got shape {M.shape}")
+    check_finite(name, M)
+    return M

@@ -1,0 +1,1 @@
+"""Subcommands of the ``ttscale`` CLI, one module each (see :mod:`ttscale.cli`)."""

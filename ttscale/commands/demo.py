@@ -1,0 +1,45 @@
+"""``ttscale demo``: simulated CoT error beside the closed forms for a default setting."""
+
+from __future__ import annotations
+
+import time
+
+HELP = "simulated test-time CoT error vs limit_error and the Cor 3.5 bound (d=10, Λ=Σ=I)"
+
+
+def add_arguments(p):
+    p.add_argument("--d", type=int, default=10, help="feature dimension (default 10)")
+    p.add_argument("--n", type=str, default="10,20,30", help="training prompt lengths, comma list")
+    p.add_argument("--m", type=int, default=200, help="test prompt length (default 200)")
+    p.add_argument("--k-max", type=int, default=10, help="CoT steps k = 1..k_max (default 10)")
+    p.add_argument("--prompts", type=int, default=8192, help="prompts per n (default 8192)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    import jax
+    import jax.numpy as jnp
+
+    import ttscale as tts
+
+    start = time.perf_counter()
+    ns = [int(v) for v in args.n.split(",") if v]
+    if not ns:
+        raise ValueError("--n must list at least one prompt length")
+    cov = tts.identity(args.d)
+    prompts = tts.sample_prompts(jax.random.key(args.seed), cov, args.m, args.prompts)
+
+    @jax.jit
+    def curves(n, prompts):
+        P = tts.gamma_inverse(cov, n)
+        sim = tts.error_curve(tts.pseudo_newton_errors(P, prompts, args.k_max))
+        return sim, tts.limit_error(P, cov, args.k_max), tts.cor35_bound(cov, n, jnp.arange(args.k_max + 1))
+
+    print(f"ttscale demo: d={args.d}, Λ = Σ = I, m={args.m}, {args.prompts} prompts, pseudo-Newton = optimal LSA")
+    print(f"{'n':>4} {'k':>3} {'simulated E||w_k - w||^2':>28} {'limit_error (m=inf)':>20} {'Cor 3.5':>12}")
+    for n in ns:
+        sim, lim, cor = jax.device_get(curves(jnp.float32(n), prompts))
+        for k in range(1, args.k_max + 1):
+            print(f"{n:>4} {k:>3} {sim.mean[k]:>16.5g} ± {sim.stderr[k]:<9.2g} {lim[k]:>20.5g} {cor[k]:>12.5g}")
+    print(f"(finite m={args.m} adds a O(1/m) excess over the m→∞ limit; {time.perf_counter() - start:.1f} s)")
+    return 0

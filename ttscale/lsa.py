@@ -1,0 +1,152 @@
+"""One-layer linear self-attention (LSA) on the paper's prompt embedding (SPEC §2).
+
+Embedding ``E ∈ R^{(2d+2) × (n+1)}`` with row blocks ``[x (d); y (1); ŵ (d); 1 (1)]``:
+data columns ``[x_j; y_j; 0; 0]`` and a last (query) column ``[0; 0; ŵ_0; 1]``.
+
+    f(E) = E + V E (Eᵀ W E) / ρ,        W, V ∈ R^{(2d+2) × (2d+2)},
+
+and the prediction is the ``ŵ`` block of the last column. Only that column is ever read,
+so :func:`forward_last_column` computes ``e_q + V (E Eᵀ) W e_q / ρ`` — the same function
+with ``O(D²(n + D))`` instead of ``O(D n²)`` flops (``D = 2d + 2``).
+
+Paper initialisation (scale ``c``): ``W[x, ŵ] = c I_d``, ``W[y, 1] = −c``, zero elsewhere,
+so data column ``j`` scores ``c (x_jᵀ ŵ − y_j)`` against the query; ``V = 0``.
+The Theorem 3.1 optimum has ``V[ŵ, x] = −Γ⁻¹ / c`` and zero elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ttscale import _checks
+
+
+class LSAParams(NamedTuple):
+    """LSA parameters ``W [D, D]`` and ``V [D, D]`` with ``D = 2d + 2``."""
+
+    W: jax.Array
+    V: jax.Array
+
+    @property
+    def d(self) -> int:
+        return (self.W.shape[-1] - 2) // 2
+
+
+def embed_dim(d: int) -> int:
+    """``D = 2d + 2``."""
+    return 2 * d + 2
+
+
+def blocks(d: int) -> dict[str, slice]:
+    """Row/column slices of the embedding blocks ``x``, ``y``, ``w`` (ŵ) and ``one``."""
+    return {
+        "x": slice(0, d),
+        "y": slice(d, d + 1),
+        "w": slice(d + 1, 2 * d + 1),
+        "one": slice(2 * d + 1, 2 * d + 2),
+    }
+
+
+def query_column(w_hat: jax.Array) -> jax.Array:
+    """``[0_d; 0; ŵ; 1]`` for ``w_hat [..., d]`` → ``[..., D]``."""
+    zeros = jnp.zeros(w_hat.shape[:-1] + (w_hat.shape[-1] + 1,), w_hat.dtype)
+    one = jnp.ones(w_hat.shape[:-1] + (1,), w_hat.dtype)
+    return jnp.concatenate([zeros, w_hat, one], axis=-1)
+
+
+def embed(X: jax.Array, y: jax.Array, w_hat: jax.Array | None = None) -> jax.Array:
+    """Prompt embedding ``E [..., D, n + 1]`` from ``X [..., d, n]``, ``y [..., n]``, ``ŵ [..., d]``.
+
+    ``ŵ`` defaults to ``0`` (the paper's ``ŵ_0``).
+    """
+    d, n = X.shape[-2], X.shape[-1]
+    if y.shape[-1] != n:
+        raise ValueError(f"y has length {y.shape[-1]} but X has {n} columns")
+    if w_hat is None:
+        w_hat = jnp.zeros(X.shape[:-2] + (d,), X.dtype)
+    data = jnp.concatenate([X, y[..., None, :], jnp.zeros(X.shape[:-2] + (d + 1, n), X.dtype)], axis=-2)
+    return jnp.concatenate([data, query_column(w_hat)[..., :, None]], axis=-1)
+
+
+def paper_W(d: int, c=1.0, dtype=jnp.float32) -> jax.Array:
+    """``W`` with ``W[x, ŵ] = c I_d``, ``W[y, 1] = −c``, zero elsewhere (``[D, D]``); ``c`` may be traced."""
+    D = embed_dim(d)
+    b = blocks(d)
+    c = jnp.asarray(c, dtype)
+    W = jnp.zeros((D, D), dtype)
+    W = W.at[b["x"], b["w"]].set(c * jnp.eye(d, dtype=dtype))
+    return W.at[b["y"], b["one"]].set(-c)
+
+
+def paper_init(d: int, c=1.0, dtype=jnp.float32) -> LSAParams:
+    """The paper's initialisation: structured ``W`` (scale ``c``), ``V = 0``."""
+    d = _checks.static_int("d", d, minimum=1)
+    D = embed_dim(d)
+    return LSAParams(paper_W(d, c, dtype), jnp.zeros((D, D), dtype))
+
+
+def V_from_preconditioner(P: jax.Array, c=1.0) -> jax.Array:
+    """``V`` with ``V[ŵ, x] = −P / c``, zero elsewhere; ``P [d, d]``."""
+    d = P.shape[-1]
+    D = embed_dim(d)
+    b = blocks(d)
+    V = jnp.zeros((D, D), P.dtype)
+    return V.at[b["w"], b["x"]].set(-P / jnp.asarray(c, P.dtype))
+
+
+def preconditioner_from_V(V: jax.Array, c=1.0) -> jax.Array:
+    """Read the learned preconditioner ``P = −c V[ŵ, x]`` back out of ``V [D, D]``."""
+    d = (V.shape[-1] - 2) // 2
+    b = blocks(d)
+    return -jnp.asarray(c, V.dtype) * V[..., b["w"], b["x"]]
+
+
+def optimal_params(Gamma: jax.Array, c=1.0) -> LSAParams:
+    """Theorem 3.1 optimum: paper ``W`` (scale ``c``) and ``V[ŵ, x] = −Γ⁻¹ / c``.
+
+    ``Gamma [d, d]`` (see :func:`ttscale.theory.gamma`) may be traced. For a task mixture
+    pass the preconditioner through :func:`params_from_preconditioner` instead.
+    """
+    Gamma = _checks.square_matrix("Gamma", Gamma)
+    return params_from_preconditioner(jnp.linalg.inv(Gamma), c)
+
+
+def params_from_preconditioner(P: jax.Array, c=1.0) -> LSAParams:
+    """LSA parameters whose CoT is pseudo-Newton with preconditioner ``P [d, d]``."""
+    P = _checks.square_matrix("P", P)
+    d = P.shape[-1]
+    return LSAParams(paper_W(d, c, P.dtype), V_from_preconditioner(P, c))
+
+
+def forward(params: LSAParams, E: jax.Array, rho) -> jax.Array:
+    """Full LSA layer ``f(E) = E + V E (Eᵀ W E) / ρ`` for ``E [..., D, N]`` → ``[..., D, N]``."""
+    scores = jnp.einsum("...di,de,...ej->...ij", E, params.W, E)
+    return E + jnp.einsum("de,...ei,...ij->...dj", params.V, E, scores) / rho
+
+
+def forward_last_column(params: LSAParams, E: jax.Array, rho) -> jax.Array:
+    """Last column of :func:`forward`: ``e_q + V (E Eᵀ) W e_q / ρ`` → ``[..., D]``."""
+    e_q = E[..., :, -1]
+    gram = jnp.einsum("...in,...jn->...ij", E, E)
+    return last_column_from_gram(params, gram, e_q, rho)
+
+
+def last_column_from_gram(params: LSAParams, gram: jax.Array, e_q: jax.Array, rho) -> jax.Array:
+    """``e_q + V G W e_q / ρ`` with the Gram matrix ``G = E Eᵀ [..., D, D]`` and query ``e_q [..., D]``."""
+    Wq = jnp.einsum("de,...e->...d", params.W, e_q)
+    return e_q + jnp.einsum("de,...ef,...f->...d", params.V, gram, Wq) / rho
+
+
+def read_estimate(column: jax.Array) -> jax.Array:
+    """The ``ŵ`` block of an embedding column ``[..., D]`` → ``[..., d]``."""
+    d = (column.shape[-1] - 2) // 2
+    return column[..., blocks(d)["w"]]
+
+
+def predict(params: LSAParams, X: jax.Array, y: jax.Array, w_hat: jax.Array | None = None, rho=None) -> jax.Array:
+    """One LSA pass: ``ŵ`` block of the last column of ``f(embed(X, y, ŵ))``; ``ρ`` defaults to ``n``."""
+    rho = X.shape[-1] if rho is None else rho
+    return read_estimate(forward_last_column(params, embed(X, y, w_hat), rho))

@@ -1,0 +1,260 @@
+"""Covariance spectra for in-context linear regression.
+
+A covariance is an eigenvalue vector ``λ [d]`` plus an optional orthonormal basis
+``U [d, d]`` (columns are eigenvectors; ``None`` means the coordinate axes):
+
+    Λ = U diag(λ) Uᵀ.
+
+:class:`Covariance` is a pytree, so a stack of covariances (``eigenvalues [S, d]``) can be
+passed through ``jax.vmap`` and a sweep never recompiles per spectrum. Constructors
+validate concrete inputs and raise ``ValueError``/``TypeError`` naming the argument.
+
+Task hardness (SPEC §1): ``Hard(Λ) = tr Λ / λ_min(Λ)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ttscale import _checks
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Covariance:
+    """``Λ = U diag(λ) Uᵀ`` with ``eigenvalues λ [..., d]`` and ``basis U [..., d, d]`` or ``None``.
+
+    ``basis=None`` means ``U = I`` and every operation stays ``O(d)`` per vector.
+    Build instances with :func:`identity`, :func:`power_law`, :func:`from_eigenvalues`,
+    :func:`rotated` or :func:`from_matrix`, which validate their inputs.
+    """
+
+    eigenvalues: jax.Array
+    basis: Optional[jax.Array] = None
+
+    @property
+    def d(self) -> int:
+        """Feature dimension ``d``."""
+        return self.eigenvalues.shape[-1]
+
+    @property
+    def dtype(self):
+        return self.eigenvalues.dtype
+
+    @property
+    def is_diagonal(self) -> bool:
+        """True when the basis is the coordinate axes (no dense matrices needed)."""
+        return self.basis is None
+
+    def trace(self) -> jax.Array:
+        """``tr Λ = Σ_i λ_i``, shape ``[...]``."""
+        return jnp.sum(self.eigenvalues, axis=-1)
+
+    def lambda_min(self) -> jax.Array:
+        """Smallest eigenvalue ``λ_min(Λ)``, shape ``[...]``."""
+        return jnp.min(self.eigenvalues, axis=-1)
+
+    def _dense(self, values: jax.Array) -> jax.Array:
+        """``U diag(values) Uᵀ`` as a dense ``[..., d, d]`` matrix."""
+        if self.basis is None:
+            return values[..., :, None] * jnp.eye(self.d, dtype=values.dtype)
+        U = self.basis
+        return jnp.einsum("...ij,...j,...kj->...ik", U, values, U)
+
+    def matrix(self) -> jax.Array:
+        """Dense ``Λ [..., d, d]``."""
+        return self._dense(self.eigenvalues)
+
+    def sqrt_matrix(self) -> jax.Array:
+        """Dense symmetric square root ``Λ^{1/2} [..., d, d]``."""
+        return self._dense(jnp.sqrt(self.eigenvalues))
+
+    def inverse_matrix(self) -> jax.Array:
+        """Dense ``Λ⁻¹ [..., d, d]`` (infinite entries if singular)."""
+        return self._dense(1.0 / self.eigenvalues)
+
+    def apply_sqrt(self, Z: jax.Array) -> jax.Array:
+        """Map isotropic normals to this covariance: ``X = U diag(√λ) Z``.
+
+        ``Z [..., d, n]`` (one covariance, any leading batch dims) → ``X [..., d, n]`` with
+        ``Cov(X[:, j]) = Λ``. With ``basis=None`` this is an elementwise scale, no matmul.
+        """
+        scaled = jnp.sqrt(self.eigenvalues)[:, None] * Z
+        if self.basis is None:
+            return scaled
+        return jnp.einsum("ij,...jn->...in", self.basis, scaled)
+
+    def apply(self, v: jax.Array) -> jax.Array:
+        """``Λ v`` for ``v [..., d]`` (one covariance)."""
+        if self.basis is None:
+            return self.eigenvalues * v
+        U = self.basis
+        return jnp.einsum("ij,j,kj,...k->...i", U, self.eigenvalues, U, v)
+
+    def astype(self, dtype) -> "Covariance":
+        basis = None if self.basis is None else self.basis.astype(dtype)
+        return Covariance(self.eigenvalues.astype(dtype), basis)
+
+
+def hardness(cov: Covariance) -> jax.Array:
+    """Task hardness ``Hard(Λ) = tr Λ / λ_min(Λ)`` (``≥ d``, equality iff ``Λ ∝ I``); shape ``[...]``."""
+    return cov.trace() / cov.lambda_min()
+
+
+def _check_eigenvalues(name: str, eigenvalues, dtype=None) -> jax.Array:
+    eig = _checks.float_array(name, eigenvalues, dtype)
+    if eig.ndim < 1 or eig.shape[-1] < 1:
+        raise ValueError(f"{name} must have shape [..., d] with d >= 1, got {eig.shape}")
+    if _checks.is_concrete(eig):
+        _checks.check_finite(name, eig)
+        if bool(jnp.any(eig < 0)):
+            raise ValueError(f"{name} must be non-negative (a covariance is PSD), got min {float(jnp.min(eig))}")
+    return eig
+
+
+def _check_basis(basis, d: int, dtype, atol: float | None = None) -> jax.Array:
+    U = _checks.float_array("basis", basis, dtype)
+    if U.shape[-2:] != (d, d):
+        raise ValueError(f"basis must have shape [..., {d}, {d}] to match the eigenvalues, got {U.shape}")
+    if _checks.is_concrete(U):
+        _checks.check_finite("basis", U)
+        tol = atol if atol is not None else (1e-4 if U.dtype == jnp.float32 else 1e-8) * max(d, 1)
+        gram = jnp.einsum("...ji,...jk->...ik", U, U)
+        err = float(jnp.max(jnp.abs(gram - jnp.eye(d, dtype=U.dtype))))
+        if err > tol:
+            raise ValueError(f"basis must be orthonormal (UᵀU = I); max |UᵀU − I| = {err:.2e}")
+    return U
+
+
+def from_eigenvalues(eigenvalues, basis=None, dtype=None) -> Covariance:
+    """``Λ = U diag(eigenvalues) Uᵀ``; ``eigenvalues [..., d] ≥ 0``, ``basis [..., d, d]`` orthonormal or ``None``."""
+    eig = _check_eigenvalues("eigenvalues", eigenvalues, dtype)
+    U = None if basis is None else _check_basis(basis, eig.shape[-1], eig.dtype)
+    return Covariance(eig, U)
+
+
+def identity(d: int, dtype=jnp.float32) -> Covariance:
+    """``Λ = I_d``: the isotropic task, ``Hard = d``."""
+    d = _checks.static_int("d", d, minimum=1)
+    return Covariance(jnp.ones((d,), dtype=dtype))
+
+
+def power_law(d: int, alpha, trace=None, dtype=jnp.float32) -> Covariance:
+    """Power-law spectrum ``λ_i = t · i^{-α} / Σ_j j^{-α}``, ``i = 1..d``.
+
+    ``trace`` ``t`` defaults to ``d`` (SPEC §1: same signal power as ``I_d``). ``alpha``
+    may be traced (e.g. ``jax.vmap(lambda a: power_law(d, a))(alphas)``) and may be an
+    array ``[S]`` to build a stack of ``S`` spectra at once. ``Hard = t / λ_d``.
+    """
+    d = _checks.static_int("d", d, minimum=1)
+    alpha = _checks.float_array("alpha", alpha, dtype)
+    _checks.check_finite("alpha", alpha)
+    t = jnp.asarray(d if trace is None else trace, dtype=dtype)
+    if _checks.is_concrete(t):
+        _checks.check_finite("trace", t)
+        if bool(jnp.any(t <= 0)):
+            raise ValueError(f"trace must be > 0, got {trace}")
+    i = jnp.arange(1, d + 1, dtype=dtype)
+    raw = i ** (-alpha[..., None])
+    eig = t[..., None] * raw / jnp.sum(raw, axis=-1, keepdims=True)
+    return Covariance(eig)
+
+
+def random_orthogonal(key, d: int, dtype=jnp.float32) -> jax.Array:
+    """A Haar-random orthogonal ``[d, d]`` matrix (QR of a Gaussian, signs fixed)."""
+    _checks.check_prng_key("key", key)
+    d = _checks.static_int("d", d, minimum=1)
+    A = jax.random.normal(key, (d, d), dtype=dtype)
+    Q, R = jnp.linalg.qr(A)
+    return Q * jnp.sign(jnp.diagonal(R))[None, :]
+
+
+def rotated(cov: Covariance, key) -> Covariance:
+    """The same spectrum in a Haar-random orthonormal basis: ``Λ' = Q U diag(λ) Uᵀ Qᵀ``."""
+    if not isinstance(cov, Covariance):
+        raise TypeError(f"cov must be a Covariance, got {type(cov).__name__}")
+    Q = random_orthogonal(key, cov.d, cov.dtype)
+    basis = Q if cov.basis is None else Q @ cov.basis
+    return Covariance(cov.eigenvalues, basis)
+
+
+def from_matrix(matrix, atol: float | None = None, dtype=None) -> Covariance:
+    """Eigendecompose a symmetric PSD matrix ``[d, d]`` into a :class:`Covariance`.
+
+    Raises ``ValueError`` if the matrix is not square, not symmetric (relative tolerance
+    ``atol``), has non-finite entries or a negative eigenvalue beyond round-off. Tiny
+    negative eigenvalues from round-off are clipped to 0. A diagonal input keeps
+    ``basis=None`` (the cheap path); eigenvalues are not reordered then.
+    """
+    M = _checks.square_matrix("matrix", matrix)
+    if dtype is not None:
+        M = M.astype(dtype)
+    d = M.shape[0]
+    eps = float(jnp.finfo(M.dtype).eps)
+    scale = float(jnp.max(jnp.abs(M))) if _checks.is_concrete(M) else 1.0
+    tol = atol if atol is not None else 100 * eps * max(scale, 1e-30) * d
+    if _checks.is_concrete(M):
+        asym = float(jnp.max(jnp.abs(M - M.T)))
+        if asym > tol:
+            raise ValueError(f"matrix must be symmetric; max |M − Mᵀ| = {asym:.3e}")
+        off = M - jnp.diag(jnp.diagonal(M))
+        if float(jnp.max(jnp.abs(off))) == 0.0:
+            diag = jnp.diagonal(M)
+            if bool(jnp.any(diag < 0)):
+                raise ValueError(f"matrix must be positive semi-definite; min eigenvalue {float(jnp.min(diag)):.3e}")
+            return Covariance(diag)
+    eig, U = jnp.linalg.eigh((M + M.T) / 2)
+    if _checks.is_concrete(eig) and float(jnp.min(eig)) < -tol:
+        raise ValueError(f"matrix must be positive semi-definite; min eigenvalue {float(jnp.min(eig)):.3e}")
+    return Covariance(jnp.clip(eig, 0.0, None), U)
+
+
+def stack(covs) -> Covariance:
+    """Stack a list of covariances of one ``d`` into one batched :class:`Covariance` (``[S, d]``).
+
+    Mixed diagonal / rotated inputs are stacked with explicit identity bases.
+    """
+    covs = list(covs)
+    if not covs:
+        raise ValueError("covs must be a non-empty list of Covariance")
+    for i, c in enumerate(covs):
+        if not isinstance(c, Covariance):
+            raise TypeError(f"covs[{i}] must be a Covariance, got {type(c).__name__}")
+    ds = {c.d for c in covs}
+    if len(ds) != 1:
+        raise ValueError(f"covs must share one dimension d, got {sorted(ds)}")
+    eig = jnp.stack([c.eigenvalues for c in covs])
+    if all(c.basis is None for c in covs):
+        return Covariance(eig)
+    d = ds.pop()
+    bases = [jnp.eye(d, dtype=eig.dtype) if c.basis is None else c.basis for c in covs]
+    return Covariance(eig, jnp.stack(bases))
+
+
+def unstack(covs: Covariance) -> list[Covariance]:
+    """Inverse of :func:`stack`."""
+    n = covs.eigenvalues.shape[0]
+    return [jax.tree_util.tree_map(lambda a: a[i], covs) for i in range(n)]
+
+
+def as_covariance(name: str, value, d: int | None = None) -> Covariance:
+    """Accept a :class:`Covariance` or a dense symmetric PSD matrix; check ``d`` if given."""
+    if isinstance(value, Covariance):
+        cov = value
+    elif isinstance(value, (jax.Array, np.ndarray, list, tuple)):
+        try:
+            cov = from_matrix(value)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        except TypeError as exc:
+            raise TypeError(f"{name}: {exc}") from None
+    else:
+        raise TypeError(f"{name} must be a Covariance or a [d, d] matrix, got {type(value).__name__}")
+    if d is not None and cov.d != d:
+        raise ValueError(f"{name} has dimension d={cov.d}, expected d={d}")
+    return cov
