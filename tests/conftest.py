@@ -1,0 +1,44 @@
+"""Shared fixtures: float32/float64 parametrisation, the `full` and `gpu` markers."""
+
+from __future__ import annotations
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-full", action="store_true", default=False,
+                     help="run publication-size tests marked `full` (minutes to hours; meant for a GPU)")
+
+
+def pytest_collection_modifyitems(config, items):
+    has_gpu = any(dev.platform != "cpu" for dev in jax.devices())
+    skip_full = pytest.mark.skip(reason="full-size run: pass --run-full (meant for a GPU machine)")
+    skip_gpu = pytest.mark.skip(reason="needs an accelerator; JAX sees only a CPU")
+    for item in items:
+        if "full" in item.keywords and not config.getoption("--run-full"):
+            item.add_marker(skip_full)
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(skip_gpu)
+
+
+def x64_context(dtype):
+    """Context manager enabling 64-bit JAX while ``dtype`` is float64."""
+    if jnp.dtype(dtype) == jnp.float64:
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    """Run a test in float32 and (with x64 enabled for its duration) in float64."""
+    dt = jnp.dtype(request.param)
+    with x64_context(dt):
+        yield dt
+
+
+def rtol_for(dtype) -> float:
+    return 2e-4 if jnp.dtype(dtype) == jnp.float32 else 1e-10

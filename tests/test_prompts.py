@@ -1,0 +1,60 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ttscale as tts
+
+
+def test_shapes_and_noiseless_labels(dtype):
+    cov = tts.power_law(4, 1.0, dtype=dtype)
+    p = tts.sample_prompts(jax.random.key(0), cov, length=7, batch=5)
+    assert p.X.shape == (5, 4, 7) and p.y.shape == (5, 7) and p.w.shape == (5, 4)
+    assert p.X.dtype == dtype
+    np.testing.assert_allclose(p.y, jnp.einsum("bdn,bd->bn", p.X, p.w), rtol=1e-5, atol=1e-5)
+
+
+def test_feature_covariance_matches_within_monte_carlo_error():
+    cov = tts.rotated(tts.power_law(3, 1.0), jax.random.key(3))
+    p = tts.sample_prompts(jax.random.key(1), cov, length=50, batch=2000)
+    x = np.asarray(p.X).transpose(0, 2, 1).reshape(-1, 3)
+    outer = x[:, :, None] * x[:, None, :]
+    mean = outer.mean(0)
+    se = outer.std(0) / np.sqrt(len(x))
+    assert np.all(np.abs(mean - np.asarray(cov.matrix())) < 4 * se + 1e-6)
+    w = np.asarray(p.w)
+    assert abs(w.mean()) < 4 * w.std() / np.sqrt(w.size)
+    assert w.var() == pytest.approx(1.0, abs=4 * np.sqrt(2 / w.size))
+
+
+def test_noise_is_independent_stream_and_has_right_variance():
+    cov = tts.identity(5)
+    key = jax.random.key(7)
+    clean = tts.sample_prompts(key, cov, 64, 256)
+    noisy = tts.sample_prompts(key, cov, 64, 256, noise=0.5)
+    np.testing.assert_array_equal(clean.X, noisy.X)
+    np.testing.assert_array_equal(clean.w, noisy.w)
+    resid = np.asarray(noisy.y - clean.y).ravel()
+    assert resid.var() == pytest.approx(0.25, abs=4 * 0.25 * np.sqrt(2 / resid.size))
+
+
+def test_common_random_numbers_reuse_normals():
+    normals = tts.sample_normals(jax.random.key(0), 3, 10, 4)
+    a = tts.prompts_from_normals(normals, tts.identity(3))
+    b = tts.prompts_from_normals(normals, tts.from_eigenvalues([4.0, 1.0, 1.0]))
+    np.testing.assert_allclose(b.X[:, 0], 2 * a.X[:, 0], rtol=1e-6)
+    np.testing.assert_array_equal(a.w, b.w)
+
+
+def test_bad_input():
+    cov = tts.identity(3)
+    with pytest.raises(TypeError, match="key"):
+        tts.sample_prompts(0, cov, 5, 2)
+    with pytest.raises(ValueError, match="batch"):
+        tts.sample_prompts(jax.random.key(0), cov, 5, 0)
+    with pytest.raises(ValueError, match="length"):
+        tts.sample_prompts(jax.random.key(0), cov, 0, 2)
+    with pytest.raises(ValueError, match="noise"):
+        tts.sample_prompts(jax.random.key(0), cov, 5, 2, noise=-1.0)
+    with pytest.raises(TypeError, match="cov"):
+        tts.sample_prompts(jax.random.key(0), np.eye(3), 5, 2)

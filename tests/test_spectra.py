@@ -1,0 +1,98 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ttscale as tts
+from tests.conftest import rtol_for
+
+
+def test_power_law_normalisation_and_hardness(dtype):
+    cov = tts.power_law(10, 1.0, dtype=dtype)
+    lam = np.asarray(cov.eigenvalues)
+    i = np.arange(1, 11)
+    expected = 10 * i**-1.0 / np.sum(i**-1.0)
+    np.testing.assert_allclose(lam, expected, rtol=rtol_for(dtype))
+    assert float(cov.trace()) == pytest.approx(10.0, rel=rtol_for(dtype))
+    assert float(tts.hardness(cov)) == pytest.approx(10.0 / expected[-1], rel=rtol_for(dtype))
+    assert float(tts.hardness(tts.identity(7, dtype))) == pytest.approx(7.0)
+    assert float(tts.power_law(5, 0.0, trace=3.0).trace()) == pytest.approx(3.0)
+
+
+def test_power_law_vmaps_over_alpha_without_python_loop():
+    alphas = jnp.linspace(0.0, 2.0, 8)
+    batched = tts.power_law(6, alphas)
+    via_vmap = jax.vmap(lambda a: tts.power_law(6, a).eigenvalues)(alphas)
+    single = jnp.stack([tts.power_law(6, float(a)).eigenvalues for a in alphas])
+    np.testing.assert_allclose(batched.eigenvalues, single, rtol=1e-6)
+    np.testing.assert_allclose(via_vmap, single, rtol=1e-6)
+    np.testing.assert_allclose(tts.hardness(batched), [float(tts.hardness(tts.power_law(6, float(a)))) for a in alphas], rtol=1e-5)
+
+
+def test_rotated_and_from_matrix_round_trip(dtype):
+    key = jax.random.key(1)
+    cov = tts.rotated(tts.power_law(5, 0.7, dtype=dtype), key)
+    M = cov.matrix()
+    np.testing.assert_allclose(M, M.T, atol=10 * rtol_for(dtype))
+    back = tts.from_matrix(M)
+    np.testing.assert_allclose(back.matrix(), M, atol=10 * rtol_for(dtype))
+    np.testing.assert_allclose(np.sort(back.eigenvalues), np.sort(cov.eigenvalues), rtol=10 * rtol_for(dtype))
+    R = cov.sqrt_matrix()
+    np.testing.assert_allclose(R @ R, M, atol=10 * rtol_for(dtype))
+    A = cov.apply_sqrt(jnp.eye(5, dtype=dtype))  # the linear map Z -> X
+    np.testing.assert_allclose(A @ A.T, M, atol=10 * rtol_for(dtype))
+
+
+def test_diagonal_matrix_keeps_cheap_path():
+    cov = tts.from_matrix(jnp.diag(jnp.array([3.0, 1.0, 2.0])))
+    assert cov.is_diagonal
+    np.testing.assert_allclose(cov.eigenvalues, [3.0, 1.0, 2.0])
+
+
+def test_covariance_is_a_pytree_stack_and_unstack():
+    covs = [tts.power_law(4, a) for a in (0.0, 1.0)] + [tts.rotated(tts.identity(4), jax.random.key(0))]
+    stacked = tts.stack(covs)
+    assert stacked.eigenvalues.shape == (3, 4) and stacked.basis.shape == (3, 4, 4)
+    mats = jax.vmap(lambda c: c.matrix())(stacked)
+    for mat, cov in zip(mats, covs):
+        np.testing.assert_allclose(mat, cov.matrix(), atol=1e-6)
+    assert len(tts.unstack(stacked)) == 3
+
+
+@pytest.mark.parametrize(
+    "matrix, err, word",
+    [
+        ([[1.0, 0.5], [0.0, 1.0]], ValueError, "symmetric"),
+        ([[1.0, 2.0], [2.0, 1.0]], ValueError, "positive semi-definite"),
+        ([[1.0, np.nan], [np.nan, 1.0]], ValueError, "non-finite"),
+        ([[1.0, 0.0, 0.0]], ValueError, "square"),
+        ("not a matrix", TypeError, "matrix"),
+        (np.eye(2, dtype=complex), TypeError, "matrix"),
+    ],
+)
+def test_from_matrix_rejects_bad_input(matrix, err, word):
+    with pytest.raises(err, match=word):
+        tts.from_matrix(matrix)
+
+
+def test_constructors_reject_bad_input():
+    with pytest.raises(ValueError, match="eigenvalues"):
+        tts.from_eigenvalues([1.0, -1.0])
+    with pytest.raises(ValueError, match="eigenvalues"):
+        tts.from_eigenvalues([1.0, np.inf])
+    with pytest.raises(ValueError, match="basis"):
+        tts.from_eigenvalues([1.0, 2.0], basis=[[1.0, 1.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="basis"):
+        tts.from_eigenvalues([1.0, 2.0], basis=np.eye(3))
+    with pytest.raises(ValueError, match="d must be >= 1"):
+        tts.identity(0)
+    with pytest.raises(TypeError, match="d must be an int"):
+        tts.power_law(2.5, 1.0)
+    with pytest.raises(ValueError, match="trace"):
+        tts.power_law(3, 1.0, trace=-1.0)
+    with pytest.raises(TypeError, match="key"):
+        tts.rotated(tts.identity(3), 0)
+    with pytest.raises(ValueError, match="share one dimension"):
+        tts.stack([tts.identity(2), tts.identity(3)])
+    with pytest.raises(ValueError, match="expected d=3"):
+        tts.as_covariance("Sigma", tts.identity(2), d=3)
