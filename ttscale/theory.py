@@ -16,15 +16,20 @@ from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ttscale import _checks
 from ttscale.spectra import Covariance, hardness, stack
 
 
 def _matrix(name: str, cov) -> jax.Array:
+    """Dense ``[d, d]`` matrix of a covariance; a concrete dense input must be symmetric PSD."""
     if isinstance(cov, Covariance):
         return cov.matrix()
-    return _checks.square_matrix(name, cov)
+    M = _checks.square_matrix(name, cov)
+    if _checks.is_concrete(M):
+        _as_cov(name, M)  # raises a named ValueError if not symmetric PSD
+    return M
 
 
 def _as_cov(name: str, cov) -> Covariance:
@@ -87,7 +92,7 @@ def mixture_preconditioner(covs, ns, probs) -> jax.Array:
         raise ValueError(f"covs must be a stack of covariances [L, d], got eigenvalues of shape {covs.eigenvalues.shape}")
     L_tasks = covs.eigenvalues.shape[0]
     dtype = covs.dtype
-    ns = jnp.broadcast_to(jnp.asarray(ns, dtype), (L_tasks,)) if jnp.ndim(ns) == 0 else jnp.asarray(ns, dtype)
+    ns = jnp.broadcast_to(jnp.asarray(ns, dtype), (L_tasks,)) if np.ndim(ns) == 0 else jnp.asarray(ns, dtype)
     probs = _checks.float_array("probs", probs, dtype)
     if ns.shape != (L_tasks,):
         raise ValueError(f"ns must have one prompt length per task ({L_tasks}), got shape {ns.shape}")
