@@ -162,3 +162,19 @@ def test_bad_input_is_named():
         tts.mixture_preconditioner([cov, tts.identity(4)], [5, 5], [0.5, 0.5])
     with pytest.raises(TypeError, match="P must be a real"):
         tts.limit_error(jnp.eye(3, dtype=jnp.complex64), cov, 3)
+
+
+def test_closed_forms_accept_concrete_constants_inside_jit():
+    """Input checks run on concrete values only, so closure constants inside a trace are fine."""
+    cov = tts.rotated(tts.power_law(4, 1.0), jax.random.key(0))
+    M, P = cov.matrix(), jnp.eye(4) * 0.3
+
+    @jax.jit
+    def f(x):
+        c2, pl = tts.from_matrix(M), tts.power_law(4, 1.0)
+        return (tts.limit_error(P, M, 3)[3] + tts.mixture_preconditioner([cov, pl], [5, 6], jnp.array([0.5, 0.5]))[0, 0]
+                + tts.one_step_error(P, c2, 10.0) + tts.thm33_bound(M, 5, 5) + x)
+
+    expected = (tts.limit_error(P, M, 3)[3] + tts.mixture_preconditioner([cov, tts.power_law(4, 1.0)], [5, 6], jnp.array([0.5, 0.5]))[0, 0]
+                + tts.one_step_error(P, cov, 10.0) + tts.thm33_bound(cov, 5, 5) + 1.0)
+    np.testing.assert_allclose(f(1.0), expected, rtol=1e-4)

@@ -45,7 +45,7 @@ def float_array(name: str, x, dtype=None) -> jax.Array:
 
 def check_finite(name: str, x) -> None:
     """Raise ``ValueError`` if a concrete array has non-finite entries."""
-    if is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
+    if is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
         raise ValueError(f"{name} has non-finite entries (nan or inf)")
 
 

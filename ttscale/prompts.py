@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ttscale import _checks
 from ttscale.spectra import Covariance
@@ -73,7 +74,7 @@ def prompts_from_normals(normals: Normals, cov: Covariance, noise=0.0) -> Prompt
     noise = _checks.float_array("noise", noise, normals.Z.dtype)
     if _checks.is_concrete(noise):
         _checks.check_finite("noise", noise)
-        if bool(jnp.any(noise < 0)):
+        if np.any(np.asarray(noise) < 0):
             raise ValueError(f"noise must be >= 0 (a standard deviation), got {noise}")
     X = cov.apply_sqrt(normals.Z)
     y = jnp.einsum("bdn,bd->bn", X, normals.w) + noise * normals.eps

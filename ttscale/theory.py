@@ -112,9 +112,10 @@ def check_simplex(name: str, probs, atol: float = 1e-5) -> None:
     if not _checks.is_concrete(probs):
         return
     _checks.check_finite(name, probs)
-    if bool(jnp.any(probs < -atol)):
+    probs = np.asarray(probs)
+    if np.any(probs < -atol):
         raise ValueError(f"{name} must be non-negative, got {probs}")
-    total = float(jnp.sum(probs))
+    total = float(np.sum(probs))
     if abs(total - 1.0) > atol * max(1, probs.shape[-1]):
         raise ValueError(f"{name} must sum to 1, got sum {total:.6g}")
 
@@ -189,7 +190,7 @@ def cor35_bound(cov, n, k) -> jax.Array:
     cov = _as_cov("cov", cov)
     r = cor35_rate(cov, n)
     k = jnp.asarray(k, cov.dtype)
-    if _checks.is_concrete(k) and bool(jnp.any(k < 0)):
+    if _checks.is_concrete(k) and np.any(np.asarray(k) < 0):
         raise ValueError(f"k must be >= 0, got {k}")
     return cov.d * r ** (2 * k)
 
@@ -225,7 +226,7 @@ def overthinking_term(Gamma, Sigma, k) -> jax.Array:
     """
     mu = jnp.linalg.eigvalsh(overthinking_matrix(Gamma, Sigma))
     k = jnp.asarray(k, mu.dtype)
-    if _checks.is_concrete(k) and bool(jnp.any(k < 0)):
+    if _checks.is_concrete(k) and np.any(np.asarray(k) < 0):
         raise ValueError(f"k must be >= 0, got {k}")
     return jnp.sum(mu ** (2 * k[..., None]), axis=-1)
 

@@ -1,0 +1,375 @@
+"""Training of the one-layer LSA (SPEC §3, §7): convergence to the Theorem 3.1 / mixture optimum,
+vmapped training == separate runs, save/load, chunked resume, the free-W drift, bad input."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ttscale as tts
+from ttscale import lsa as lsa_mod
+from ttscale import training as T
+
+D_FEAT, N = 10, 20
+
+
+def _numpy_prompts(cov, m, batch, seed):
+    """Prompts for a diagonal covariance drawn with NumPy (no threefry compile in an eager test)."""
+    rng = np.random.default_rng(seed)
+    lam = np.asarray(cov.eigenvalues)
+    X = (np.sqrt(lam)[None, :, None] * rng.standard_normal((batch, lam.size, m))).astype(np.float32)
+    w = rng.standard_normal((batch, lam.size)).astype(np.float32)
+    return tts.Prompts(jnp.asarray(X), jnp.asarray(np.einsum("bdm,bd->bm", X, w)), jnp.asarray(w))
+
+
+def _one_task(cov, n, filler):
+    """A one-task model written as a 2-task mixture with probabilities (1, 0), so single tasks and
+    mixtures share one compiled (vmapped) train function."""
+    return T.make_task_arrays([cov, filler], [n, n], [1.0, 0.0])
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """Four LSAs trained in one vmapped call: Λ = I (n=20), Λ = power law α=1 (n=20), and two mixtures."""
+    d = D_FEAT
+    ident, tilted = tts.identity(d), tts.power_law(d, 1.0)
+    config = T.TrainConfig(d=d, tasks=(T.Task(ident, 10), T.Task(tilted, N)), steps=200, batch=256)
+    rows = [
+        _one_task(ident, N, ident),
+        _one_task(tilted, N, ident),
+        T.make_task_arrays([ident, tilted], [10, 20], [0.3, 0.7]),
+        T.make_task_arrays([tts.power_law(d, 2.0), ident], [20, 10], [0.5, 0.5]),
+    ]
+    tasks = T.stack_task_arrays(rows)
+    keys = jax.random.split(jax.random.key(0), len(rows))
+    result = jax.device_get(T.make_train_batched(config)(keys, tasks))
+    return config, rows, tasks, keys, result
+
+
+def test_single_task_converges_to_gamma_inverse(trained):
+    """V[ŵ, x] → −Γ⁻¹/c within 5% (Frobenius), other blocks of V ~ 0 (only V[ŵ, y] moves at all)."""
+    config, rows, _, _, result = trained
+    b = lsa_mod.blocks(D_FEAT)
+    for i, cov in enumerate([tts.identity(D_FEAT), tts.power_law(D_FEAT, 1.0)]):
+        V = result.params.V[i]
+        target = -tts.gamma_inverse(cov, N) / config.c
+        err = float(T.relative_error(V[b["w"], b["x"]], target))
+        assert err < 0.05, (i, err)
+        others = V.copy()
+        others[b["w"], b["x"]] = 0.0
+        others[b["w"], b["y"]] = 0.0
+        # rows other than ŵ never get a gradient from V = 0 (exactly 0); V[ŵ, y] has mean-zero gradient
+        assert np.max(np.abs(others)) == 0.0
+        assert np.max(np.abs(V[b["w"], b["y"]])) < 5e-3
+        assert np.isfinite(np.asarray(result.losses[i])).all()
+        # loss at V = 0 is ½ E||w||² = d/2; at the optimum it is ½ one_step_error(Γ⁻¹, Λ, m = n)
+        losses = np.asarray(result.losses[i])
+        np.testing.assert_allclose(losses[0], D_FEAT / 2, rtol=0.05)
+        optimum = float(T.optimal_loss(rows[i]))
+        np.testing.assert_allclose(optimum, 0.5 * float(tts.one_step_error(tts.gamma_inverse(cov, N), cov, N)), rtol=1e-5)
+        tail = losses[-100:]
+        assert abs(tail.mean() - optimum) < 4 * tail.std() / np.sqrt(len(tail)) + 0.01 * optimum, (tail.mean(), optimum)
+
+
+def test_mixture_converges_to_mixture_preconditioner(trained):
+    """A mixture of tasks of different n in one batch converges to P = Λ̄ Q⁻¹ (theory.mixture_preconditioner)."""
+    _, rows, _, _, result = trained
+    for i in (2, 3):
+        t = rows[i]
+        P_star = tts.mixture_preconditioner(t.covariances(), t.n, t.probs)
+        np.testing.assert_allclose(T.optimal_preconditioner(t), P_star, rtol=2e-5, atol=1e-6)
+        err = float(T.relative_error(result.preconditioner[i], P_star))
+        assert err < 0.05, (i, err)
+        tail = np.asarray(result.losses[i, -100:])
+        optimum = float(T.optimal_loss(t))
+        assert abs(tail.mean() - optimum) < 4 * tail.std() / np.sqrt(len(tail)) + 0.01 * optimum, (tail.mean(), optimum)
+        # and it is measurably NOT the one-task Γ⁻¹ of either component
+        for cov, n in zip(tts.unstack(t.covariances()), t.n):
+            assert float(T.relative_error(tts.gamma_inverse(cov, n), P_star)) > 0.1
+
+
+def test_vmapped_training_equals_separate_runs(trained):
+    config, rows, _, keys, result = trained
+    train = T.make_train(config)
+    for i, row in enumerate(rows):
+        single = train(keys[i], row)
+        np.testing.assert_allclose(single.params.V, result.params.V[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(single.losses, result.losses[i], rtol=1e-5, atol=1e-6)
+
+
+def test_trained_cot_matches_closed_form_optimum(trained):
+    """Test-time CoT of the trained LSA (literal forward with feedback) vs the closed-form optimum:
+    Monte Carlo on the same prompts within 4 s.e., and the m → ∞ limit_error within 5%."""
+    _, _, _, _, result = trained
+    cov = tts.power_law(D_FEAT, 1.0)
+    params = jax.tree_util.tree_map(lambda a: a[1], result.params)
+    P_star = tts.gamma_inverse(cov, N)
+    k_max = 6
+    prompts = _numpy_prompts(cov, 100, 1024, seed=7)
+    curves = jax.jit(
+        lambda params, P, prompts: (
+            tts.error_curve(tts.lsa_errors(params, prompts, k_max)),
+            tts.error_curve(tts.pseudo_newton_errors(P, prompts, k_max)),
+        )
+    )
+    trained_curve, optimum_curve = jax.device_get(curves(params, P_star, prompts))
+    gap = np.abs(trained_curve.mean - optimum_curve.mean)
+    assert np.all(gap[1:] <= 4 * optimum_curve.stderr[1:]), (gap, optimum_curve.stderr)
+    # m → ∞: the relative gap grows with k (the slowest-learned, smallest-λ direction dominates late k)
+    lim_trained = tts.limit_error(result.preconditioner[1], cov, 4)
+    lim_star = tts.limit_error(P_star, cov, 4)
+    np.testing.assert_allclose(lim_trained, lim_star, rtol=0.05)
+
+
+def test_gradient_and_curvature_closed_forms(dtype):
+    """Per-prompt gradients at V = 0 average to E[∂ℓ/∂V[ŵ, x]] = c Λ (x block), 0 elsewhere; at V* to 0
+    (exactly 0 outside the ŵ rows' x, y columns); the Gram of u matches curvature() — all within 5
+    Monte-Carlo standard errors (the conftest `dtype` fixture enables x64 for float64)."""
+    d, n, c, B = 4, 8, 1.5, 4096
+    cov = tts.power_law(d, 1.0, dtype=dtype)
+    tasks = T.make_task_arrays([cov], [n], dtype=dtype)
+    b = lsa_mod.blocks(d)
+
+    @jax.jit
+    def samples(key, tasks, params0, params_star):
+        batch = T.sample_batch(key, tasks, n, B)
+
+        def grads(params):
+            def one(X, y, w, rho):
+                single = T.TrainBatch(X[None], y[None], w[None], rho[None], jnp.zeros((1,), jnp.int32))
+                return jax.grad(T.lsa_loss)(params, single).V
+
+            return jax.vmap(one)(batch.X, batch.y, batch.w, batch.rho)  # [B, D, D]
+
+        u = -c * jnp.concatenate([jnp.einsum("bdn,bn->bd", batch.X, batch.y), jnp.sum(batch.y**2, -1)[:, None]], -1) / n
+        both = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), params0, params_star)
+        g = jax.vmap(grads)(both)  # one trace for both parameter sets
+        return g[0], g[1], jnp.einsum("bi,bj->bij", u, u), T.curvature(tasks, c)
+
+    g0, g_star, outer, (H_x, h_y) = jax.device_get(
+        samples(jax.random.key(3), tasks, lsa_mod.paper_init(d, c, dtype), lsa_mod.optimal_params(tts.gamma(cov, n), c))
+    )
+    assert g0.dtype == dtype
+
+    def check_mean(x, expected):
+        x = np.asarray(x, np.float64)
+        mean, se = x.mean(0), x.std(0) / np.sqrt(x.shape[0])
+        assert np.all(np.abs(mean - expected) <= 5 * se + 1e-6), (mean - expected) / (se + 1e-12)
+
+    expected0 = np.zeros(g0.shape[1:])
+    expected0[b["w"], b["x"]] = c * np.asarray(cov.matrix())
+    check_mean(g0, expected0)
+    check_mean(g_star, np.zeros(g0.shape[1:]))
+    rest = np.array(g_star)
+    rest[:, b["w"], b["x"]] = 0.0
+    rest[:, b["w"], b["y"]] = 0.0
+    assert np.max(np.abs(rest)) == 0.0
+    expected = np.zeros((d + 1, d + 1))
+    expected[:d, :d] = H_x
+    expected[d, d] = h_y
+    check_mean(outer, expected)
+
+
+def test_last_column_matches_lsa_forward(dtype):
+    """The training forward (matrix-vector form, zero-padded prompt, ρ = own n) equals lsa.forward's last column."""
+    d, n, pad = 3, 5, 4
+    D = lsa_mod.embed_dim(d)
+    rng = np.random.default_rng(0)
+    params = tts.LSAParams(*(jnp.asarray(rng.standard_normal((D, D)), dtype) for _ in range(2)))
+    X, y = jnp.asarray(rng.standard_normal((d, n)), dtype), jnp.asarray(rng.standard_normal(n), dtype)
+
+    @jax.jit
+    def both(params, X, y):
+        expected = lsa_mod.forward(params, lsa_mod.embed(X, y), n)[:, -1]
+        Xp = jnp.concatenate([X, jnp.zeros((d, pad), dtype)], 1)
+        yp = jnp.concatenate([y, jnp.zeros((pad,), dtype)])
+        return T.last_column(params, Xp, yp, n), expected
+
+    got, expected = both(params, X, y)
+    np.testing.assert_allclose(got, expected, rtol=1e-4 if dtype == jnp.float32 else 1e-10)
+
+
+def test_save_load_round_trip_is_exact(tmp_path, trained):
+    config, _, _, _, result = trained
+    params = jax.tree_util.tree_map(lambda a: a[3], result.params)
+    path = str(tmp_path / "p.npz")
+    T.save_params(path, params, config, losses=result.losses[3])
+    back = T.load_params(path)
+    assert isinstance(back, tts.LSAParams)
+    np.testing.assert_array_equal(back.W, params.W)
+    np.testing.assert_array_equal(back.V, params.V)
+    assert back.V.dtype == params.V.dtype
+    cfg = T.load_config(path)
+    assert cfg == config and hash(cfg) == hash(config)
+    np.testing.assert_array_equal(cfg.tasks[1].cov.eigenvalues, config.tasks[1].cov.eigenvalues)
+    np.testing.assert_array_equal(T.load_array(path, "losses"), result.losses[3])
+    # a rotated float64 task survives the JSON round trip bit-exactly
+    with jax.enable_x64(True):
+        rot = tts.rotated(tts.power_law(3, 1.0, dtype=jnp.float64), jax.random.key(1))
+        cfg64 = T.TrainConfig(d=3, tasks=(T.Task(rot, 5),), dtype="float64", probs=(1.0,))
+        again = T.TrainConfig.from_json(cfg64.to_json())
+        assert again == cfg64
+        np.testing.assert_array_equal(again.tasks[0].cov.basis, rot.basis)
+
+
+def _small_mixture_config() -> T.TrainConfig:
+    """The config the CLI builds from ``CLI_ARGS`` (so both tests share one compiled chunk function):
+    a 2-task mixture of different n, Adam, tied W."""
+    tasks = (T.Task(tts.power_law(3, 1.0), 4), T.Task(tts.identity(3), 6))
+    return T.TrainConfig(d=3, tasks=tasks, probs=(0.25, 0.75), steps=7, batch=8, optimizer="adam", w_mode="tied")
+
+
+CLI_ARGS = ["--d", "3", "--spectrum", "power_law:alpha=1", "--spectrum", "identity", "--n", "4,6", "--probs",
+            "0.25,0.75", "--steps", "7", "--batch", "8", "--optimizer", "adam", "--w-mode", "tied", "--chunk", "2"]
+
+
+def test_fit_resumes_exactly(tmp_path):
+    """Interrupt after 2 of 4 chunks, rerun with the same out: identical to an uninterrupted run,
+    and equal (to round-off) to the single-scan make_train."""
+    config = _small_mixture_config()
+    key = jax.random.key(11)
+    full = T.fit(config, key, out=str(tmp_path / "a"), chunk=2, progress=False)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_4(step, losses):
+        if step >= 4:
+            raise Interrupt
+
+    out = str(tmp_path / "b")
+    with pytest.raises(Interrupt):
+        T.fit(config, key, out=out, chunk=2, progress=False, callback=stop_at_4)
+    seen = []
+    resumed = T.fit(config, key, out=out, chunk=2, progress=False, callback=lambda s, l: seen.append(s))
+    assert seen == [6, 7]  # resumed from step 4, the last chunk partial
+    for a, b in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(full)):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.losses.shape == (7,)
+    assert float(resumed.c) != config.c  # tied: c is trained (and saved in the Adam state)
+    saved = T.load_params(str(tmp_path / "b" / T.PARAMS))
+    np.testing.assert_array_equal(saved.V, full.params.V)
+    np.testing.assert_array_equal(saved.W, full.params.W)
+    single = T.make_train(config)(key)
+    np.testing.assert_allclose(single.params.V, full.params.V, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(single.losses, full.losses, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="different config"):
+        T.fit(config.replace(steps=8), key, out=out, progress=False)
+    with pytest.raises(ValueError, match="different key"):
+        T.fit(config, jax.random.key(12), out=out, progress=False)
+
+
+def test_free_W_drifts():
+    """SPEC §3 pitfall. free W: W[x, ŵ] gets exactly zero gradient, W[y, 1] drifts to c' ≠ c, and the CoT
+    fixed point is (c'/c) w: the error plateaus at (1 − c'/c)² ||w||² instead of → 0, although the
+    one-step map (P = −c' V[ŵ, x] ≈ Γ⁻¹) is learned. (tied W: see test_tied_W_converges.)"""
+    d, n = 4, 10
+    cov = tts.identity(d)
+    P_star = tts.gamma_inverse(cov, n)
+    config = T.TrainConfig(d=d, tasks=(T.Task(cov, n),), steps=100, batch=256, w_mode="free")
+    free = jax.device_get(T.make_train(config)(jax.random.key(0)))
+    b = lsa_mod.blocks(d)
+    np.testing.assert_array_equal(free.params.W[b["x"], b["w"]], np.eye(d))  # zero gradient: stays at init
+    ratio = float(free.c) / config.c
+    assert abs(ratio - 1) > 0.1, ratio  # W[y, 1] drifted
+    assert float(T.relative_error(free.preconditioner, P_star)) < 0.1  # one-step map still learned
+    prompts = _numpy_prompts(cov, 200, 256, seed=1)
+    errs = np.asarray(jax.jit(lambda params, prompts: tts.lsa_errors(params, prompts, 40)[:, -1])(free.params, prompts))
+    plateau = (1 - ratio) ** 2 * np.sum(np.asarray(prompts.w) ** 2, -1)
+    np.testing.assert_allclose(errs.mean(), plateau.mean(), rtol=0.1)
+    assert errs.mean() > 0.05  # the frozen/tied models reach ~1e-3 here (Λ = I, k = 40)
+
+
+@pytest.mark.full
+def test_tied_W_converges():
+    """tied W (one trainable c): c drifts too, but W[x, ŵ] moves with it, so P = −c V[ŵ, x] → Γ⁻¹ and the
+    CoT converges to w. (Behind `full` only to keep CI fast: ~4 s of compile.)"""
+    d, n = 4, 10
+    cov = tts.identity(d)
+    config = T.TrainConfig(d=d, tasks=(T.Task(cov, n),), steps=100, batch=256, w_mode="tied")
+    tied = jax.device_get(T.make_train(config)(jax.random.key(0)))
+    assert abs(float(tied.c) - config.c) > 0.1
+    assert float(T.relative_error(tied.preconditioner, tts.gamma_inverse(cov, n))) < 0.05
+    prompts = tts.sample_prompts(jax.random.key(1), cov, 200, 256)
+    errs = np.asarray(jax.jit(lambda params, prompts: tts.lsa_errors(params, prompts, 40)[:, -1])(tied.params, prompts))
+    assert errs.mean() < 0.02
+
+
+def test_bad_input():
+    cov = tts.identity(3)
+    task = T.Task(cov, 5)
+    with pytest.raises(ValueError, match="empty mixture"):
+        T.TrainConfig(d=3, tasks=())
+    with pytest.raises(ValueError, match="sum to 1"):
+        T.TrainConfig(d=3, tasks=(task, task), probs=(0.5, 0.6))
+    with pytest.raises(ValueError, match="non-negative"):
+        T.TrainConfig(d=3, tasks=(task, task), probs=(-0.5, 1.5))
+    with pytest.raises(ValueError, match="one probability per task"):
+        T.TrainConfig(d=3, tasks=(task, task), probs=(1.0,))
+    with pytest.raises(ValueError, match=r"tasks\[1\] has dimension d=4"):
+        T.TrainConfig(d=3, tasks=(task, T.Task(tts.identity(4), 5)))
+    for steps in (0, -3):
+        with pytest.raises(ValueError, match="steps must be >= 1"):
+            T.TrainConfig(d=3, tasks=(task,), steps=steps)
+    with pytest.raises(TypeError, match="steps must be an int"):
+        T.TrainConfig(d=3, tasks=(task,), steps=2.5)
+    with pytest.raises(ValueError, match="optimizer"):
+        T.TrainConfig(d=3, tasks=(task,), optimizer="lbfgs")
+    with pytest.raises(ValueError, match="w_mode"):
+        T.TrainConfig(d=3, tasks=(task,), w_mode="loose")
+    with pytest.raises(ValueError, match="learning_rate"):
+        T.TrainConfig(d=3, tasks=(task,), learning_rate=-1.0)
+    with pytest.raises(ValueError, match="noise"):
+        T.TrainConfig(d=3, tasks=(task,), noise=-0.1)
+    with pytest.raises(ValueError, match="n_max"):
+        T.TrainConfig(d=3, tasks=(task,), n_max=4)
+    with pytest.raises(TypeError, match="Task.cov"):
+        T.Task(np.eye(3), 5)
+    with pytest.raises(ValueError, match="Task.n"):
+        T.Task(cov, 0)
+    with pytest.raises(TypeError, match="tasks\\[0\\] must be a Task"):
+        T.TrainConfig(d=3, tasks=((cov, 5),))
+    with pytest.raises(ValueError, match="empty mixture"):
+        T.make_task_arrays([], [])
+    with pytest.raises(ValueError, match="share one dimension"):
+        T.make_task_arrays([cov, tts.identity(4)], [5, 5])
+    config = T.TrainConfig(d=3, tasks=(task,), steps=2, batch=4)
+    train = T.make_train(config)
+    with pytest.raises(TypeError, match="key"):
+        train(0)
+    with pytest.raises(ValueError, match="n_max"):
+        train(jax.random.key(0), T.make_task_arrays([cov], [9]))
+    with pytest.raises(ValueError, match="tasks.eigenvalues must have shape"):
+        train(jax.random.key(0), T.make_task_arrays([cov, cov], [5, 5]))
+    bad = T.make_task_arrays([cov], [5])._replace(probs=jnp.asarray([0.5]))
+    with pytest.raises(ValueError, match="sum to 1"):
+        train(jax.random.key(0), bad)
+    with pytest.raises(ValueError, match="chunk"):
+        T.fit(config, jax.random.key(0), chunk=0, progress=False)
+
+
+def test_cli_train_writes_params_config_and_loss_curve(tmp_path, capsys):
+    from ttscale import cli
+
+    out = tmp_path / "run"
+    argv = ["train", *CLI_ARGS, "--no-progress", "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert "||P - P*||_F" in capsys.readouterr().out
+    for name in ("params.npz", "config.json", "checkpoint.npz", "losses.csv", "loss.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert T.load_config(str(out / "params.npz")) == _small_mixture_config()
+    curve = np.loadtxt(out / "losses.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(curve[:, 1], T.load_array(str(out / "params.npz"), "losses"), rtol=1e-6)
+    assert cli.main(argv) == 0  # a finished run: resumes at its end
+    assert cli.main(["train", "--spectrum", "power_law:alpha=x", "--out", str(tmp_path / "bad")]) == 2
+    assert "--spectrum" in capsys.readouterr().err
+    assert cli.main(["train", "--n", "4,6", "--spectrum", "identity", "--spectrum", "identity",
+                     "--spectrum", "identity", "--out", str(tmp_path / "bad")]) == 2
+    assert "--n" in capsys.readouterr().err
+    assert cli.main(["train", "--steps", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "steps" in capsys.readouterr().err
+    assert cli.main(["train", "--probs", "0.5,0.6", "--spectrum", "identity", "--spectrum", "identity",
+                     "--out", str(tmp_path / "bad")]) == 2
+    assert "sum to 1" in capsys.readouterr().err

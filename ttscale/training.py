@@ -1,0 +1,820 @@
+"""Optax training of the one-layer LSA on in-context regression prompts (SPEC §3, §7).
+
+Loss (SPEC §3), per prompt of length ``n`` with ``ŵ_0 = 0`` and no CoT:
+
+    ℓ(W, V) = ½ || f(E)[:, -1] − (0_d, 0, w, 1) ||²,   f(E)[:, -1] = e_q + V E (Eᵀ W e_q) / ρ,  ρ = n,
+
+averaged over a batch of fresh prompts each step (``fold_in(key, step)``).
+
+**The math that sets the defaults.** With the paper's ``W`` and ``ŵ_0 = 0``, ``W e_q = −c e_y`` so
+the last column is ``e_q + V u`` with ``u = −c [X y / n; |y|² / n; 0_d; 0]``: the loss is a least-squares
+problem in ``V``. Only the ``ŵ`` rows of ``V`` ever receive a gradient (all other rows start at 0, where
+their residual and hence their gradient is exactly 0). Its Hessian is ``E[u uᵀ]`` (the same for every
+row), block-diagonal by the symmetry ``(w, ε) → −(w, ε)``:
+
+* ``x`` columns: ``c² Q``, ``Q = Σ_ℓ π_ℓ (Γ_ℓ Λ_ℓ + σ² Λ_ℓ / n_ℓ)`` (``E[S²] = ΓΛ``, Isserlis);
+* ``y`` column:  ``h_y = c² Σ_ℓ π_ℓ (1 + 2/n_ℓ) ((tr Λ_ℓ + σ²)² + 2 tr Λ_ℓ²)``  (``|y|²/n = (wᵀΛw + σ²) χ²_n / n``).
+
+The minimiser is ``V[ŵ, x] = −P / c`` with ``P = Λ̄ Q⁻¹`` (``Γ⁻¹`` for one noiseless task;
+:func:`optimal_preconditioner`), ``V[ŵ, y] = 0``, every other block 0. The default optimiser is
+SGD with the *optimal constant step for each column block*: ``2 / (λ_max + λ_min)`` of ``c² Q`` on the
+``x`` columns and ``1 / h_y`` on the ``y`` column (a fixed diagonal preconditioner; with one scalar step the
+``y`` column, ``h_y ≈ d²``, would force a step ``~1/d²`` and slow the ``x`` block by ``κ ≈ 100``). With a
+``cosine`` schedule the late small steps average out the gradient noise, so the relative error of the
+learned ``P`` falls like ``1/sqrt(#prompts seen)`` once the bias (rate ``(κ−1)/(κ+1)`` per step,
+``κ = cond(Q)``: 1 for ``Λ = I``, ≈ 47 for ``power_law(10, 1)``, ``n = 20``) has decayed.
+Trainable ``c`` / ``W`` (tied/free) get the step ``1 / tr(P Q Pᵀ)``, the curvature in ``c`` at the optimum.
+Adam's default step is ``5e-2``.
+
+Options: ``w_mode="frozen"`` (``W`` fixed at the paper init), ``"tied"`` (``W = paper_W(c)`` with ``c``
+trainable), ``"free"`` (all of ``W`` trainable: SPEC §3 pitfall — ``W[x, ŵ]`` gets exactly zero gradient
+while ``W[y, 1]`` drifts, so the CoT fixed point becomes a scaled ``w``; see ``tests/test_training.py``).
+``v_mode="full"`` trains all of ``V``; ``"block"`` only ``V[ŵ, x]``.
+
+**Task mixtures.** Each prompt draws its task ``ℓ ~ Categorical(π)``; every prompt is padded to ``n_max``
+columns with zero columns (they add nothing to ``E Eᵀ``) and uses its own ``ρ = n_ℓ``, so one compiled
+step serves any mix of lengths. The tasks are *traced* arrays (:class:`TaskArrays`), so
+``jax.vmap(train)(keys, stacked_tasks)`` trains many models (spectra × n × π × seeds) in one call.
+
+**Engines.** :func:`make_train` returns a pure ``train(key, tasks=None) -> TrainResult`` whose whole loop
+is one ``lax.scan``. :func:`fit` runs the same step in chunks of one compiled function with a tqdm bar,
+checkpointing to ``out`` after each chunk; rerunning with the same ``out`` resumes exactly.
+
+Files are ``.npz`` (arrays, bit-exact) + JSON (config): the parameters are a few ``[D, D]`` arrays, so
+orbax's async/sharded machinery buys nothing, and ``npz`` + ``json`` is readable from any NumPy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import tempfile
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ttscale import _checks
+from ttscale import lsa as lsa_mod
+from ttscale.lsa import LSAParams
+from ttscale.spectra import Covariance
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "cosine", "linear")
+W_MODES = ("frozen", "tied", "free")
+V_MODES = ("full", "block")
+DTYPES = ("float32", "float64")
+FORMAT_VERSION = 1
+
+
+# ============================================================================ configuration
+@dataclasses.dataclass(frozen=True, eq=False)
+class Task:
+    """One training task: features ``x ~ N(0, cov)``, prompts of ``n`` examples."""
+
+    cov: Covariance
+    n: int
+
+    def __post_init__(self):
+        if not isinstance(self.cov, Covariance):
+            raise TypeError(f"Task.cov must be a ttscale.Covariance, got {type(self.cov).__name__}")
+        if self.cov.eigenvalues.ndim != 1:
+            raise ValueError(f"Task.cov must be one covariance (eigenvalues [d]), got shape {self.cov.eigenvalues.shape}")
+        object.__setattr__(self, "n", _checks.static_int("Task.n", self.n, minimum=1))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainConfig:
+    """Training settings. Shape-defining fields are static; task arrays are traced inside ``train``.
+
+    d: feature dimension.  tasks: non-empty tuple of :class:`Task` (all of dimension ``d``).
+    probs: task probabilities π (default uniform).  steps, batch: optimisation steps, prompts per step.
+    optimizer: ``"sgd"`` | ``"adam"``.  learning_rate: ``None`` = auto (SGD: optimal per-block step,
+    see the module docstring; Adam: 5e-2) or a float (one scalar step).  schedule: ``"constant"`` |
+    ``"cosine"`` | ``"linear"`` multiplier decaying to ``final_lr_fraction``.  c: scale of the paper ``W``
+    (initial value when tied/free).  w_mode: ``"frozen"`` | ``"tied"`` | ``"free"``.  v_mode: ``"full"`` |
+    ``"block"``.  noise: label-noise std σ.  n_max: padded prompt length (default ``max n``; set it
+    larger to vmap over longer ``n``).  dtype: ``"float32"`` | ``"float64"``.
+
+    Equality and hashing go through :meth:`to_json`.
+    """
+
+    d: int
+    tasks: tuple
+    probs: Optional[tuple] = None
+    steps: int = 400
+    batch: int = 2048
+    optimizer: str = "sgd"
+    learning_rate: Optional[float] = None
+    schedule: str = "cosine"
+    final_lr_fraction: float = 0.0
+    c: float = 1.0
+    w_mode: str = "frozen"
+    v_mode: str = "full"
+    noise: float = 0.0
+    n_max: Optional[int] = None
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        d = _checks.static_int("d", self.d, minimum=1)
+        object.__setattr__(self, "d", d)
+        tasks = self.tasks
+        if isinstance(tasks, Task):
+            tasks = (tasks,)
+        if not isinstance(tasks, (list, tuple)):
+            raise TypeError(f"tasks must be a tuple of Task, got {type(tasks).__name__}")
+        tasks = tuple(tasks)
+        if len(tasks) == 0:
+            raise ValueError("tasks must hold at least one Task (empty mixture)")
+        for i, t in enumerate(tasks):
+            if not isinstance(t, Task):
+                raise TypeError(f"tasks[{i}] must be a Task, got {type(t).__name__}")
+            if t.cov.d != d:
+                raise ValueError(f"tasks[{i}] has dimension d={t.cov.d}, expected d={d}")
+        object.__setattr__(self, "tasks", tasks)
+        if self.probs is not None:
+            probs = np.asarray(self.probs, dtype=np.float64)
+            if probs.shape != (len(tasks),):
+                raise ValueError(f"probs must have one probability per task ({len(tasks)}), got shape {probs.shape}")
+            _check_simplex("probs", probs)
+            object.__setattr__(self, "probs", tuple(float(p) for p in probs))
+        object.__setattr__(self, "steps", _checks.static_int("steps", self.steps, minimum=1))
+        object.__setattr__(self, "batch", _checks.static_int("batch", self.batch, minimum=1))
+        for name, value, allowed in (
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("schedule", self.schedule, SCHEDULES),
+            ("w_mode", self.w_mode, W_MODES),
+            ("v_mode", self.v_mode, V_MODES),
+            ("dtype", self.dtype, DTYPES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.learning_rate is not None:
+            lr = _finite_float("learning_rate", self.learning_rate)
+            if lr <= 0:
+                raise ValueError(f"learning_rate must be > 0, got {lr}")
+            object.__setattr__(self, "learning_rate", lr)
+        frac = _finite_float("final_lr_fraction", self.final_lr_fraction)
+        if not 0.0 <= frac <= 1.0:
+            raise ValueError(f"final_lr_fraction must be in [0, 1], got {frac}")
+        object.__setattr__(self, "final_lr_fraction", frac)
+        c = _finite_float("c", self.c)
+        if c == 0.0:
+            raise ValueError("c must be non-zero (W = 0 makes the LSA output constant)")
+        object.__setattr__(self, "c", c)
+        noise = _finite_float("noise", self.noise)
+        if noise < 0:
+            raise ValueError(f"noise must be >= 0 (a standard deviation), got {noise}")
+        object.__setattr__(self, "noise", noise)
+        n_big = max(t.n for t in tasks)
+        if self.n_max is None:
+            object.__setattr__(self, "n_max", n_big)
+        else:
+            n_max = _checks.static_int("n_max", self.n_max, minimum=1)
+            if n_max < n_big:
+                raise ValueError(f"n_max={n_max} is shorter than the longest task prompt n={n_big}")
+            object.__setattr__(self, "n_max", n_max)
+
+    # -- derived -----------------------------------------------------------------------------
+    @property
+    def jnp_dtype(self):
+        return jnp.float64 if self.dtype == "float64" else jnp.float32
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    def task_arrays(self) -> "TaskArrays":
+        """The traced description of :attr:`tasks` / :attr:`probs` (see :class:`TaskArrays`)."""
+        dtype = self.jnp_dtype
+        probs = self.probs if self.probs is not None else (1.0 / self.num_tasks,) * self.num_tasks
+        return make_task_arrays([t.cov for t in self.tasks], [t.n for t in self.tasks], probs, dtype)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    # -- (de)serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "tasks"}
+        out["probs"] = None if self.probs is None else list(self.probs)
+        out["tasks"] = [
+            {
+                "n": t.n,
+                "eigenvalues": [float(v) for v in np.asarray(t.cov.eigenvalues, np.float64)],
+                "basis": None if t.cov.basis is None else np.asarray(t.cov.basis, np.float64).tolist(),
+            }
+            for t in self.tasks
+        ]
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        data = dict(data)
+        dtype = jnp.float64 if data.get("dtype") == "float64" else jnp.float32
+        tasks = []
+        for t in data.pop("tasks"):
+            eig = jnp.asarray(np.asarray(t["eigenvalues"]), dtype)
+            basis = None if t.get("basis") is None else jnp.asarray(np.asarray(t["basis"]), dtype)
+            tasks.append(Task(Covariance(eig, basis), int(t["n"])))
+        if data.get("probs") is not None:
+            data["probs"] = tuple(data["probs"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields in saved config: {sorted(unknown)}")
+        return cls(tasks=tuple(tasks), **data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.from_dict(json.loads(text))
+
+    def __eq__(self, other):
+        return isinstance(other, TrainConfig) and self.to_json() == other.to_json()
+
+    def __hash__(self):
+        return hash(self.to_json())
+
+
+def _finite_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _check_simplex(name: str, probs, atol: float = 1e-6) -> None:
+    probs = np.asarray(probs, np.float64)
+    if probs.ndim < 1 or probs.shape[-1] == 0:
+        raise ValueError(f"{name} must be a non-empty vector of probabilities")
+    if not np.all(np.isfinite(probs)):
+        raise ValueError(f"{name} has non-finite entries")
+    if np.any(probs < 0):
+        raise ValueError(f"{name} must be non-negative, got {probs.tolist()}")
+    total = probs.sum(axis=-1)
+    if np.any(np.abs(total - 1.0) > atol * max(1, probs.shape[-1])):
+        raise ValueError(f"{name} must sum to 1, got sum {np.asarray(total).tolist()}")
+
+
+# ============================================================================ traced task arrays
+class TaskArrays(NamedTuple):
+    """A task mixture as arrays (traced inside ``train``, so ``vmap`` over it needs no recompile).
+
+    eigenvalues ``[L, d]``, basis ``[L, d, d]`` or ``None`` (coordinate axes), n ``[L]`` (float; prompt
+    lengths, each ``≤ n_max``), probs ``[L]`` (on the simplex). Add a leading axis to every leaf to
+    ``vmap`` (see :func:`stack_task_arrays`).
+    """
+
+    eigenvalues: jax.Array
+    basis: Optional[jax.Array]
+    n: jax.Array
+    probs: jax.Array
+
+    def covariances(self) -> Covariance:
+        return Covariance(self.eigenvalues, self.basis)
+
+
+def make_task_arrays(covs, ns, probs=None, dtype=jnp.float32) -> TaskArrays:
+    """Build :class:`TaskArrays` from a list of covariances, prompt lengths and probabilities."""
+    covs = list(covs) if isinstance(covs, (list, tuple)) else [covs]
+    if not covs:
+        raise ValueError("covs must hold at least one covariance (empty mixture)")
+    for i, c in enumerate(covs):
+        if not isinstance(c, Covariance) or c.eigenvalues.ndim != 1:
+            raise TypeError(f"covs[{i}] must be one ttscale.Covariance")
+    ds = {c.d for c in covs}
+    if len(ds) != 1:
+        raise ValueError(f"every task must share one dimension d, got {sorted(ds)}")
+    d = ds.pop()
+    L = len(covs)
+    ns = np.broadcast_to(np.asarray(ns, np.float64), (L,)) if np.ndim(ns) == 0 else np.asarray(ns, np.float64)
+    if ns.shape != (L,):
+        raise ValueError(f"ns must have one prompt length per task ({L}), got shape {ns.shape}")
+    _checks.positive_count("ns", ns)
+    probs = np.full((L,), 1.0 / L) if probs is None else np.asarray(probs, np.float64)
+    if probs.shape != (L,):
+        raise ValueError(f"probs must have one probability per task ({L}), got shape {probs.shape}")
+    _check_simplex("probs", probs)
+    eig = jnp.stack([jnp.asarray(c.eigenvalues, dtype) for c in covs])
+    if all(c.basis is None for c in covs):
+        basis = None
+    else:
+        basis = jnp.stack([jnp.eye(d, dtype=dtype) if c.basis is None else jnp.asarray(c.basis, dtype) for c in covs])
+    return TaskArrays(eig, basis, jnp.asarray(ns, dtype), jnp.asarray(probs, dtype))
+
+
+def stack_task_arrays(items) -> TaskArrays:
+    """Stack several :class:`TaskArrays` of one shape along a new leading axis (for ``vmap``)."""
+    items = list(items)
+    if not items:
+        raise ValueError("items must be non-empty")
+    shapes = {jax.tree_util.tree_structure(t) for t in items}
+    if len(shapes) != 1:
+        raise ValueError("all TaskArrays must have the same structure (all with or all without a basis)")
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *items)
+
+
+def _validate_task_arrays(tasks: TaskArrays, config: TrainConfig, batched: bool) -> None:
+    """Concrete checks of traced task arrays against the static config (skipped under a trace)."""
+    if not isinstance(tasks, TaskArrays):
+        raise TypeError(f"tasks must be ttscale.training.TaskArrays, got {type(tasks).__name__}")
+    if not _checks.is_concrete(tasks):
+        return
+    lead = 1 if batched else 0
+    eig = tasks.eigenvalues
+    if eig.ndim != 2 + lead or eig.shape[-2:] != (config.num_tasks, config.d):
+        raise ValueError(
+            f"tasks.eigenvalues must have shape {'[models, ' if batched else '['}{config.num_tasks}, {config.d}]"
+            f" (num_tasks and d are static in the config), got {eig.shape}"
+        )
+    if not bool(jnp.all(jnp.isfinite(eig))) or bool(jnp.any(eig < 0)):
+        raise ValueError("tasks.eigenvalues must be finite and non-negative")
+    for name in ("n", "probs"):
+        a = getattr(tasks, name)
+        if a.shape != eig.shape[:-1]:
+            raise ValueError(f"tasks.{name} must have shape {eig.shape[:-1]}, got {a.shape}")
+    n = np.asarray(tasks.n)
+    if np.any(~np.isfinite(n)) or np.any(n < 1) or np.any(n != np.round(n)):
+        raise ValueError(f"tasks.n must hold whole prompt lengths >= 1, got {n.tolist()}")
+    if np.any(n > config.n_max):
+        raise ValueError(f"tasks.n has a length {n.max():g} > n_max={config.n_max}; raise TrainConfig.n_max")
+    _check_simplex("tasks.probs", np.asarray(tasks.probs))
+
+
+# ============================================================================ closed forms
+def _task_matrices(tasks: TaskArrays) -> jax.Array:
+    return tasks.covariances().matrix()  # [L, d, d]
+
+
+def optimal_preconditioner(tasks: TaskArrays, noise=0.0) -> jax.Array:
+    """The training optimum's preconditioner ``P = Λ̄ Q⁻¹`` → ``[d, d]`` (so ``V*[ŵ, x] = −P / c``).
+
+    ``Λ̄ = Σ π_ℓ Λ_ℓ``, ``Q = Σ π_ℓ (Γ(Λ_ℓ, n_ℓ) Λ_ℓ + σ² Λ_ℓ / n_ℓ)``. With ``σ = 0`` this is
+    :func:`ttscale.theory.mixture_preconditioner` and, for one task, ``Γ⁻¹``.
+    """
+    mats = _task_matrices(tasks)
+    Lbar, Q = _moments(tasks, mats, noise)
+    return jnp.linalg.solve(Q.T, Lbar.T).T
+
+
+def optimal_loss(tasks: TaskArrays, noise=0.0) -> jax.Array:
+    """Training loss at the optimum: ``½ Σ_ℓ π_ℓ [d − 2 tr(P Λ_ℓ) + tr(P Q_ℓ Pᵀ)]``, ``Q_ℓ = Γ_ℓ Λ_ℓ + σ² Λ_ℓ / n_ℓ``.
+
+    For one task this is ``½ one_step_error(Γ⁻¹, Λ, m = n)``; at ``V = 0`` the loss is ``d / 2``.
+    """
+    mats = _task_matrices(tasks)
+    P = optimal_preconditioner(tasks, noise)
+    n = tasks.n[:, None, None]
+    tr = jnp.trace(mats, axis1=-2, axis2=-1)[:, None, None]
+    second = (1 + 1 / n) * mats @ mats + (tr / n) * mats + (noise**2) * mats / n
+    d = mats.shape[-1]
+    per_task = d - 2 * jnp.einsum("ij,lji->l", P, mats) + jnp.einsum("ij,ljk,ik->l", P, second, P)
+    return 0.5 * jnp.sum(tasks.probs * per_task)
+
+
+def _moments(tasks: TaskArrays, mats: jax.Array, noise):
+    n = tasks.n[:, None, None]
+    tr = jnp.trace(mats, axis1=-2, axis2=-1)[:, None, None]
+    sq = mats @ mats
+    second = (1 + 1 / n) * sq + (tr / n) * mats + (noise**2) * mats / n
+    Lbar = jnp.einsum("l,lij->ij", tasks.probs, mats)
+    Q = jnp.einsum("l,lij->ij", tasks.probs, second)
+    return Lbar, Q
+
+
+def curvature(tasks: TaskArrays, c=1.0, noise=0.0):
+    """Hessian blocks of the loss in one row of ``V[ŵ, :]`` (module docstring).
+
+    Returns ``(H_x [d, d], h_y)``: ``H_x = c² Q`` on the ``x`` columns and
+    ``h_y = c² Σ π_ℓ (1 + 2/n_ℓ) ((tr Λ_ℓ + σ²)² + 2 tr Λ_ℓ²)`` on the ``y`` column.
+    """
+    mats = _task_matrices(tasks)
+    _, Q = _moments(tasks, mats, noise)
+    tr = jnp.trace(mats, axis1=-2, axis2=-1)
+    tr_sq = jnp.sum(mats * mats, axis=(-2, -1))
+    h_y = jnp.sum(tasks.probs * (1 + 2 / tasks.n) * ((tr + noise**2) ** 2 + 2 * tr_sq))
+    c2 = jnp.asarray(c, Q.dtype) ** 2
+    return c2 * Q, c2 * h_y
+
+
+# ============================================================================ data and loss
+class TrainBatch(NamedTuple):
+    """Padded prompts: ``X [B, d, n_max]``, ``y [B, n_max]`` (zero beyond each ``n``), ``w [B, d]``,
+    ``rho [B]`` (each prompt's own ``n``), ``task [B]`` (task index)."""
+
+    X: jax.Array
+    y: jax.Array
+    w: jax.Array
+    rho: jax.Array
+    task: jax.Array
+
+
+def sample_batch(key, tasks: TaskArrays, n_max: int, batch: int, noise=0.0) -> TrainBatch:
+    """Draw ``batch`` prompts: task ``ℓ ~ Categorical(π)``, ``x_j ~ N(0, Λ_ℓ)`` for ``j < n_ℓ`` (zero columns
+    after), ``w ~ N(0, I)``, ``y_j = <w, x_j> + σ ε_j``. Separate key streams for tasks and normals."""
+    k_task, k_data = jax.random.split(key)
+    d = tasks.eigenvalues.shape[-1]
+    dtype = tasks.eigenvalues.dtype
+    # one normal draw for Z, w and ε (a single threefry call compiles ~3x faster than three)
+    flat = jax.random.normal(k_data, (batch, d * n_max + d + n_max), dtype)
+    Z = flat[:, : d * n_max].reshape(batch, d, n_max)
+    w = flat[:, d * n_max : d * n_max + d]
+    eps = flat[:, d * n_max + d :]
+    task = jax.random.categorical(k_task, jnp.log(tasks.probs), shape=(batch,))
+    rho = tasks.n[task]
+    mask = (jnp.arange(n_max, dtype=dtype)[None, :] < rho[:, None]).astype(dtype)  # [B, n_max]
+    covs = jax.tree_util.tree_map(lambda a: a[task], tasks.covariances())
+    X = jax.vmap(lambda cov, Z: cov.apply_sqrt(Z))(covs, Z) * mask[:, None, :]
+    y = (jnp.einsum("bdn,bd->bn", X, w) + noise * eps) * mask
+    return TrainBatch(X, y, w, rho, task)
+
+
+def last_column(params: LSAParams, X: jax.Array, y: jax.Array, rho) -> jax.Array:
+    """``f(E)[:, -1] = e_q + V E (Eᵀ W e_q) / ρ`` for one prompt ``X [d, n]``, ``y [n]``, ``ŵ_0 = 0`` → ``[D]``.
+
+    Matrix–vector form, ``O(D n + D²)``; equals :func:`ttscale.lsa.forward_last_column`.
+    """
+    E = lsa_mod.embed(X, y)
+    Wq = params.W @ E[:, -1]
+    return E[:, -1] + params.V @ (E @ (E.T @ Wq)) / rho
+
+
+def lsa_loss(params: LSAParams, batch: TrainBatch) -> jax.Array:
+    """``mean_b ½ || f(E_b)[:, -1] − (0_d, 0, w_b, 1) ||²`` (SPEC §3), ``ρ_b`` = the prompt's ``n``."""
+    cols = jax.vmap(last_column, in_axes=(None, 0, 0, 0))(params, batch.X, batch.y, batch.rho)
+    target = lsa_mod.query_column(batch.w)
+    return 0.5 * jnp.mean(jnp.sum((cols - target) ** 2, axis=-1))
+
+
+# ============================================================================ parametrisation
+def init_trainable(config: TrainConfig) -> dict:
+    """Trainable pytree at the paper's initialisation: ``{"V": ...}`` plus ``"c"`` (tied) or ``"W"`` (free)."""
+    dtype = config.jnp_dtype
+    d, D = config.d, lsa_mod.embed_dim(config.d)
+    theta = {"V": jnp.zeros((d, d) if config.v_mode == "block" else (D, D), dtype)}
+    if config.w_mode == "tied":
+        theta["c"] = jnp.asarray(config.c, dtype)
+    elif config.w_mode == "free":
+        theta["W"] = lsa_mod.paper_W(d, config.c, dtype)
+    return theta
+
+
+def params_from_trainable(theta: dict, config: TrainConfig) -> LSAParams:
+    """Assemble :class:`~ttscale.lsa.LSAParams` from the trainable pytree."""
+    d = config.d
+    dtype = theta["V"].dtype
+    if config.w_mode == "tied":
+        W = lsa_mod.paper_W(d, theta["c"], dtype)
+    elif config.w_mode == "free":
+        W = theta["W"]
+    else:
+        W = lsa_mod.paper_W(d, config.c, dtype)
+    if config.v_mode == "block":
+        b = lsa_mod.blocks(d)
+        V = jnp.zeros((lsa_mod.embed_dim(d),) * 2, dtype).at[b["w"], b["x"]].set(theta["V"])
+    else:
+        V = theta["V"]
+    return LSAParams(W, V)
+
+
+def effective_c(params: LSAParams) -> jax.Array:
+    """The scale multiplying ``S w`` in the one-step prediction: ``−W[y, 1]`` (``= c`` for the paper ``W``)."""
+    b = lsa_mod.blocks(params.d)
+    return -params.W[..., b["y"].start, b["one"].start]
+
+
+def _step_sizes(theta: dict, config: TrainConfig, tasks: TaskArrays):
+    """Per-leaf step sizes for SGD (auto) or a scalar (user learning rate / Adam)."""
+    if config.learning_rate is not None:
+        return jax.tree_util.tree_map(lambda a: jnp.asarray(config.learning_rate, a.dtype), theta)
+    if config.optimizer == "adam":
+        return jax.tree_util.tree_map(lambda a: jnp.asarray(5e-2, a.dtype), theta)
+    H_x, h_y = curvature(tasks, config.c, config.noise)
+    eig = jnp.linalg.eigvalsh(H_x)
+    lr_x = 2.0 / (eig[-1] + eig[0])
+    lr_y = 1.0 / h_y
+    steps = {}
+    d, D = config.d, lsa_mod.embed_dim(config.d)
+    if config.v_mode == "block":
+        steps["V"] = lr_x
+    else:
+        b = lsa_mod.blocks(d)
+        steps["V"] = jnp.full((D, D), lr_x).at[:, b["y"]].set(lr_y)
+    if "c" in theta or "W" in theta:
+        # curvature in c at the optimum: tr(P Q Pᵀ) / c² ... = c² H_x / c² seen through V* = −P/c
+        P = optimal_preconditioner(tasks, config.noise)
+        h_c = jnp.trace(P @ (H_x / config.c**2) @ P.T) / config.c**2
+        lr_c = 1.0 / h_c
+        if "c" in theta:
+            steps["c"] = lr_c
+        else:
+            steps["W"] = jnp.full((D, D), lr_c)
+    return jax.tree_util.tree_map(lambda s, a: jnp.asarray(s, a.dtype), steps, theta)
+
+
+def _schedule(config: TrainConfig) -> Callable:
+    total = config.steps
+    end = config.final_lr_fraction
+    if config.schedule == "constant":
+        return lambda count: jnp.ones((), jnp.float32)
+    if config.schedule == "linear":
+        return optax.linear_schedule(1.0, end, total)
+    return optax.cosine_decay_schedule(1.0, total, alpha=end)
+
+
+def _scale_by_tree(tree) -> optax.GradientTransformation:
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map(lambda g, s: g * s, updates, tree), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(config: TrainConfig, tasks: TaskArrays, theta: dict) -> optax.GradientTransformation:
+    """The Optax transformation: ``sgd``: ``−lr ⊙ schedule(t) g``; ``adam``: ``−lr schedule(t) adam(g)``.
+
+    ``lr`` is a pytree of step sizes (see :func:`_step_sizes`), computed from the traced ``tasks``.
+    The state's structure does not depend on ``tasks``.
+    """
+    steps = _step_sizes(theta, config, tasks)
+    parts = []
+    if config.optimizer == "adam":
+        parts.append(optax.scale_by_adam())
+    parts += [_scale_by_tree(steps), optax.scale_by_schedule(_schedule(config)), optax.scale(-1.0)]
+    return optax.chain(*parts)
+
+
+# ============================================================================ the training loop
+class TrainState(NamedTuple):
+    """``theta`` (trainable pytree), ``opt_state`` (Optax), ``step`` (int32 scalar)."""
+
+    theta: dict
+    opt_state: object
+    step: jax.Array
+
+
+class TrainResult(NamedTuple):
+    """``params``: trained :class:`~ttscale.lsa.LSAParams`; ``losses [steps]``: training loss per step;
+    ``c``: effective scale ``−W[y, 1]``; ``preconditioner [d, d]``: ``P = −c V[ŵ, x]``.
+    Under ``vmap`` every field gets a leading model axis."""
+
+    params: LSAParams
+    losses: jax.Array
+    c: jax.Array
+    preconditioner: jax.Array
+
+
+def init_state(config: TrainConfig, tasks: TaskArrays | None = None) -> TrainState:
+    tasks = config.task_arrays() if tasks is None else tasks
+    theta = init_trainable(config)
+    opt = make_optimizer(config, tasks, theta)
+    return TrainState(theta, opt.init(theta), jnp.zeros((), jnp.int32))
+
+
+def _run_steps(config: TrainConfig, state: TrainState, key, tasks: TaskArrays, length: int):
+    """``length`` steps of SGD/Adam from ``state`` with one ``lax.scan``; steps ``≥ config.steps`` are no-ops
+    (their loss is ``nan``), so one compiled chunk length serves a final partial chunk."""
+    opt = make_optimizer(config, tasks, state.theta)
+    grad_fn = jax.value_and_grad(lambda theta, batch: lsa_loss(params_from_trainable(theta, config), batch))
+
+    def body(st: TrainState, _):
+        batch = sample_batch(jax.random.fold_in(key, st.step), tasks, config.n_max, config.batch, config.noise)
+        loss, grads = grad_fn(st.theta, batch)
+        updates, opt_state = opt.update(grads, st.opt_state, st.theta)
+        theta = optax.apply_updates(st.theta, updates)
+        active = st.step < config.steps
+        keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
+        new = TrainState(
+            jax.tree_util.tree_map(keep, theta, st.theta),
+            jax.tree_util.tree_map(keep, opt_state, st.opt_state),
+            st.step + active.astype(st.step.dtype),
+        )
+        return new, jnp.where(active, loss, jnp.nan)
+
+    return jax.lax.scan(body, state, None, length=length)
+
+
+def _result(config: TrainConfig, theta: dict, losses: jax.Array) -> TrainResult:
+    params = params_from_trainable(theta, config)
+    c = effective_c(params)
+    return TrainResult(params, losses, c, lsa_mod.preconditioner_from_V(params.V, c))
+
+
+def make_train(config: TrainConfig) -> Callable:
+    """``train(key, tasks=None) -> TrainResult``: the whole run as one jit-compiled ``lax.scan``.
+
+    ``tasks`` (:class:`TaskArrays`, default ``config.task_arrays()``) is traced, so
+    ``jax.jit(jax.vmap(train))(keys, stack_task_arrays([...]))`` trains one model per (key, tasks) row in a
+    single compiled call, identical to separate runs. Step ``t`` uses prompts from ``fold_in(key, t)``.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    default_tasks = config.task_arrays()
+
+    @jax.jit
+    def _train(key, tasks):
+        state = init_state(config, tasks)
+        state, losses = _run_steps(config, state, key, tasks, config.steps)
+        return _result(config, state.theta, losses)
+
+    def train(key, tasks: TaskArrays | None = None) -> TrainResult:
+        _checks.check_prng_key("key", key)
+        tasks = default_tasks if tasks is None else tasks
+        _validate_task_arrays(tasks, config, batched=False)
+        return _train(key, tasks)
+
+    train.config = config
+    return train
+
+
+def make_train_batched(config: TrainConfig) -> Callable:
+    """``train_many(keys [M], tasks [M, ...]) -> TrainResult`` with a leading model axis: ``jit(vmap(train))``
+    with the concrete checks done once up front."""
+    train = make_train(config)
+    batched = jax.jit(jax.vmap(train))
+
+    def train_many(keys, tasks: TaskArrays) -> TrainResult:
+        _validate_task_arrays(tasks, config, batched=True)
+        if keys.shape[:1] != tasks.eigenvalues.shape[:1]:
+            raise ValueError(f"keys has {keys.shape[:1]} models but tasks has {tasks.eigenvalues.shape[:1]}")
+        return batched(keys, tasks)
+
+    return train_many
+
+
+# ============================================================================ files
+def _atomic_savez(path: str, **arrays) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp.npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_params(path: str, params: LSAParams, config: TrainConfig | None = None, **extra) -> None:
+    """Write ``W``, ``V`` (bit-exact) and the config JSON to one ``.npz`` file, atomically.
+
+    ``extra`` arrays (e.g. ``losses``) are stored beside them.
+    """
+    if not isinstance(params, LSAParams):
+        raise TypeError(f"params must be ttscale.LSAParams, got {type(params).__name__}")
+    arrays = {"W": np.asarray(params.W), "V": np.asarray(params.V), "format_version": np.asarray(FORMAT_VERSION)}
+    if config is not None:
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        arrays["config_json"] = np.asarray(config.to_json())
+    for name, value in extra.items():
+        arrays[name] = np.asarray(value)
+    _atomic_savez(path, **arrays)
+
+
+def load_params(path: str) -> LSAParams:
+    """Read the :class:`~ttscale.lsa.LSAParams` written by :func:`save_params`."""
+    with np.load(path) as data:
+        if "W" not in data or "V" not in data:
+            raise ValueError(f"{path} is not a ttscale parameter file (no W/V arrays)")
+        return LSAParams(jnp.asarray(data["W"]), jnp.asarray(data["V"]))
+
+
+def load_config(path: str) -> TrainConfig | None:
+    """The :class:`TrainConfig` stored by :func:`save_params` (``None`` if none was stored)."""
+    with np.load(path) as data:
+        if "config_json" not in data:
+            return None
+        return TrainConfig.from_json(str(data["config_json"]))
+
+
+def load_array(path: str, name: str) -> np.ndarray:
+    """An extra array stored by :func:`save_params` (e.g. ``"losses"``)."""
+    with np.load(path) as data:
+        return np.asarray(data[name])
+
+
+CHECKPOINT = "checkpoint.npz"
+PARAMS = "params.npz"
+CONFIG = "config.json"
+
+
+def _save_checkpoint(path: str, state: TrainState, losses: np.ndarray, key) -> None:
+    leaves = jax.tree_util.tree_leaves((state.theta, state.opt_state))
+    arrays = {f"leaf_{i}": np.asarray(a) for i, a in enumerate(leaves)}
+    _atomic_savez(
+        path,
+        step=np.asarray(state.step),
+        losses=np.asarray(losses),
+        key_data=np.asarray(jax.random.key_data(key)),
+        **arrays,
+    )
+
+
+def _load_checkpoint(path: str, template: TrainState, key):
+    with np.load(path) as data:
+        if not np.array_equal(data["key_data"], np.asarray(jax.random.key_data(key))):
+            raise ValueError(f"{path} was written with a different key/seed; use a fresh out directory")
+        treedef = jax.tree_util.tree_structure((template.theta, template.opt_state))
+        count = treedef.num_leaves
+        leaves = [jnp.asarray(data[f"leaf_{i}"]) for i in range(count)]
+        theta, opt_state = jax.tree_util.tree_unflatten(treedef, leaves)
+        state = TrainState(theta, opt_state, jnp.asarray(data["step"], jnp.int32))
+        return state, np.asarray(data["losses"])
+
+
+@functools.lru_cache(maxsize=32)
+def _chunk_runner(config: TrainConfig, chunk: int) -> Callable:
+    """One compiled ``chunk``-step function per (config, chunk), reused across chunks and across
+    :func:`fit` calls (the config hashes through its JSON)."""
+    return jax.jit(lambda st, k, t: _run_steps(config, st, k, t, chunk))
+
+
+def fit(
+    config: TrainConfig,
+    key,
+    out: str | None = None,
+    chunk: int = 100,
+    progress: bool = True,
+    callback: Callable | None = None,
+) -> TrainResult:
+    """Train in chunks of ``chunk`` steps (one compiled chunk function reused), with a tqdm bar.
+
+    With ``out``: writes ``out/config.json``; after each chunk an atomic ``out/checkpoint.npz``
+    (parameters, optimiser state, step, losses); at the end ``out/params.npz`` (:func:`save_params`, with
+    ``losses``). Rerunning with the same ``out``, config and key resumes from the last checkpoint and
+    gives bit-identical results to an uninterrupted run. ``callback(step, losses_so_far)`` runs after each
+    chunk (after the checkpoint). The result equals ``make_train(config)(key)`` up to XLA round-off.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    _checks.check_prng_key("key", key)
+    chunk = _checks.static_int("chunk", chunk, minimum=1)
+    chunk = min(chunk, config.steps)
+    tasks = config.task_arrays()
+    state = init_state(config, tasks)
+    losses = np.zeros((0,), np.dtype(config.dtype))
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        cfg_path = os.path.join(out, CONFIG)
+        if os.path.exists(cfg_path):
+            with open(cfg_path) as fh:
+                saved = TrainConfig.from_json(fh.read())
+            if saved != config:
+                raise ValueError(f"{out} holds a run with a different config; use a fresh out directory")
+        else:
+            with open(cfg_path + ".tmp", "w") as fh:
+                fh.write(config.to_json())
+            os.replace(cfg_path + ".tmp", cfg_path)
+        ckpt = os.path.join(out, CHECKPOINT)
+        if os.path.exists(ckpt):
+            state, losses = _load_checkpoint(ckpt, state, key)
+
+    run_chunk = _chunk_runner(config, chunk)
+    start = int(state.step)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=start, desc="train", unit="step")
+    try:
+        while int(state.step) < config.steps:
+            state, chunk_losses = run_chunk(state, key, tasks)
+            done = int(state.step)
+            chunk_losses = np.asarray(chunk_losses)[: done - len(losses)]
+            losses = np.concatenate([losses, chunk_losses])
+            if out is not None:
+                _save_checkpoint(os.path.join(out, CHECKPOINT), state, losses, key)
+            if bar is not None:
+                bar.update(len(chunk_losses))
+                bar.set_postfix(loss=f"{losses[-1]:.4g}")
+            if callback is not None:
+                callback(done, losses)
+    finally:
+        if bar is not None:
+            bar.close()
+    result = _result(config, state.theta, jnp.asarray(losses))
+    if out is not None:
+        save_params(os.path.join(out, PARAMS), result.params, config, losses=losses, c=np.asarray(result.c))
+    return result
+
+
+def relative_error(P_learned, P_target) -> jax.Array:
+    """``||P_learned − P_target||_F / ||P_target||_F`` (over the last two axes)."""
+    diff = jnp.sqrt(jnp.sum((P_learned - P_target) ** 2, axis=(-2, -1)))
+    return diff / jnp.sqrt(jnp.sum(P_target**2, axis=(-2, -1)))
