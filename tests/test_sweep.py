@@ -1,0 +1,417 @@
+"""Sweep engine: Dataset contract, Monte Carlo vs closed forms, invariances, resumption, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ttscale as tts
+from ttscale import cot, lsa, store, sweep
+from ttscale.sweep import SweepSpec, prompt_errors, run_sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INF = float("inf")
+
+# A few shapes shared by many tests, so compiled programs are reused within the session.
+BASE = dict(d=3, alphas=(0.0, 1.0), ns=(4.0, 16.0), ms=(12.0, INF), k_max=4, prompts=600, chunk=256)
+
+
+# jitted references (eager op-by-op dispatch would compile every primitive separately)
+_limit_error = jax.jit(tts.limit_error, static_argnums=2)
+_one_step_error = jax.jit(tts.one_step_error)
+_gamma_inverse = jax.jit(tts.gamma_inverse)
+_cor35_bound = jax.jit(tts.cor35_bound)
+_overthinking_term = jax.jit(tts.overthinking_term)
+_best_k = jax.jit(tts.best_k, static_argnums=2)
+_pseudo_newton_errors = jax.jit(cot.pseudo_newton_errors, static_argnums=2)
+_lsa_errors = jax.jit(cot.lsa_errors, static_argnums=2)
+
+
+def base_spec(**changes) -> SweepSpec:
+    return SweepSpec(**dict(BASE, **changes))
+
+
+@pytest.fixture(scope="module")
+def base_ds():
+    return run_sweep(base_spec(), progress=False)
+
+
+def rotated_noisy_spec(**changes) -> SweepSpec:
+    """Explicit rotated training spectra, a rotated test covariance, label noise: the dense paths."""
+    k1, k2, k3 = jax.random.split(jax.random.key(7), 3)
+    covs = [tts.rotated(tts.power_law(3, 0.5), k1), tts.rotated(tts.power_law(3, 1.5), k2)]
+    test = tts.rotated(tts.power_law(3, 1.0), k3)
+    kw = dict(d=3, family="explicit", covariances=covs, test=test, ns=(6.0, 30.0), ms=(12.0, INF), k_max=4,
+              prompts=3000, chunk=1500, noise=0.5)
+    kw.update(changes)
+    return SweepSpec(**kw)
+
+
+# ----------------------------------------------------------------------------- contract
+def test_dataset_has_the_contracted_dims_coords_vars_and_attrs(base_ds):
+    ds = base_ds
+    assert dict(ds.sizes) == {"spectrum": 2, "n": 2, "m": 2, "k": 5}
+    for name in ("mean", "stderr", "median"):
+        assert ds[name].dims == ("spectrum", "n", "m", "k")
+    for name in ("limit_error", "cor35_bound", "overthinking_term"):
+        assert ds[name].dims == ("spectrum", "n", "k")
+    assert ds["one_step_error"].dims == ("spectrum", "n", "m")
+    assert ds["best_k"].dims == ("spectrum", "n")
+    np.testing.assert_array_equal(ds["alpha"], [0.0, 1.0])
+    np.testing.assert_allclose(ds["hardness"], [float(tts.hardness(tts.power_law(3, a))) for a in (0.0, 1.0)], rtol=1e-5)
+    np.testing.assert_array_equal(ds["n"], [4.0, 16.0])
+    np.testing.assert_array_equal(ds["m"], [12.0, INF])
+    np.testing.assert_array_equal(ds["k"], np.arange(5))
+    assert ds["mean"].dtype == np.float32
+    for key in ("spec", "ttscale_version", "jax_version", "devices"):
+        assert isinstance(ds.attrs[key], str) and ds.attrs[key]
+    assert ds.attrs["jax_version"] == jax.__version__
+    assert json.loads(ds.attrs["devices"]) == [str(dev) for dev in jax.devices()]
+    assert SweepSpec.from_json(ds.attrs["spec"]) == base_spec()  # enough to re-run it
+    # k = 0 is ŵ_0 = 0: error ||w||² with mean d
+    z0 = (ds["mean"].sel(k=0) - 3.0) / ds["stderr"].sel(k=0)
+    assert float(np.max(np.abs(z0))) < 4
+
+
+def test_closed_form_variables_match_theory(base_ds):
+    ds = base_ds
+    for s, a in enumerate((0.0, 1.0)):
+        lam = tts.power_law(3, a)
+        for i, n in enumerate((4.0, 16.0)):
+            n = jnp.float32(n)
+            P = _gamma_inverse(lam, n)
+            lim = _limit_error(P, lam, 4)
+            np.testing.assert_allclose(ds["limit_error"][s, i], lim, rtol=1e-5)
+            np.testing.assert_allclose(ds["one_step_error"][s, i, 0], _one_step_error(P, lam, 12.0), rtol=1e-5)
+            np.testing.assert_allclose(ds["one_step_error"][s, i, 1], lim[1], rtol=1e-5)
+            np.testing.assert_allclose(ds["cor35_bound"][s, i], _cor35_bound(lam, n, jnp.arange(5.0)), rtol=1e-5)
+            gamma = tts.gamma_inverse(lam, n)
+            np.testing.assert_allclose(ds["overthinking_term"][s, i],
+                                       _overthinking_term(jnp.linalg.inv(gamma), lam, jnp.arange(5.0)), rtol=1e-4)
+            assert int(ds["best_k"][s, i]) == int(_best_k(P, lam, 4).k)
+
+
+# ----------------------------------------------------------------------------- Monte Carlo vs closed forms
+def test_monte_carlo_matches_limit_error_and_one_step_error(base_ds):
+    ds = base_ds
+    z_inf = (ds["mean"].sel(m=INF) - ds["limit_error"]) / ds["stderr"].sel(m=INF)
+    assert float(np.max(np.abs(z_inf.sel(k=slice(1, None))))) < 4, z_inf.values
+    z_one = (ds["mean"].sel(k=1) - ds["one_step_error"]) / ds["stderr"].sel(k=1)
+    assert float(np.max(np.abs(z_one))) < 4, z_one.values
+    # finite m is measurably worse than the limit at k = 1 for the hardest cell (O(1/m) excess)
+    assert float(ds["one_step_error"].sel(m=12.0)[1, 1]) > float(ds["limit_error"].sel(k=1)[1, 1])
+
+
+def test_monte_carlo_with_noise_rotations_and_dense_preconditioners():
+    spec = rotated_noisy_spec()
+    ds = run_sweep(spec, progress=False)
+    z_inf = (ds["mean"].sel(m=INF) - ds["limit_error"]) / ds["stderr"].sel(m=INF)
+    assert float(np.max(np.abs(z_inf.sel(k=slice(1, None))))) < 4, z_inf.values
+    z_one = (ds["mean"].sel(k=1) - ds["one_step_error"]) / ds["stderr"].sel(k=1)
+    assert float(np.max(np.abs(z_one))) < 4, z_one.values
+    assert np.all(np.isnan(ds["alpha"]))
+
+
+def test_sweep_prompts_are_the_core_prompts_and_errors_equal_the_core_rollout():
+    """Cell (s, n) prompt p is prompts_for(fold_in chain(seed, m, s, n), p): errors equal cot.pseudo_newton_errors."""
+    spec = rotated_noisy_spec()
+    errs = prompt_errors(spec, m_index=0, start=0, stop=1500)  # [S, N, 1500, K+1]
+    keys = sweep.cell_keys(spec, 0)
+    lam = spec.training_covariances()
+    sig = spec.test_covariances()
+    for s in range(2):
+        for i, n in enumerate(spec.ns):
+            cov_s = tts.unstack(sig)[s]
+            key = jax.random.wrap_key_data(keys[s * 2 + i])
+            prompts = sweep.prompts_for(key, np.arange(1500), cov_s, 12, noise=0.5)
+            P = _gamma_inverse(tts.unstack(lam)[s], jnp.float32(n))
+            ref = _pseudo_newton_errors(P, prompts, 4)
+            np.testing.assert_allclose(errs[s, i], ref, rtol=2e-4, atol=2e-5)
+
+
+# ----------------------------------------------------------------------------- invariances
+def test_results_do_not_depend_on_chunk_size():
+    spec = base_spec(ms=(12.0,), prompts=300)
+    a = run_sweep(spec, progress=False)  # chunks of 256 (+ a padded one of 44)
+    b = run_sweep(spec.replace(chunk=100), progress=False)
+    for name in ("mean", "stderr", "median"):
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=0)
+    assert a.attrs["spec_identity"] == b.attrs["spec_identity"]
+
+
+def test_one_compiled_program_serves_every_chunk_and_every_cell_of_a_shape():
+    sweep._chunk_program.cache_clear()
+    spec = divergent_spec(seed=5)
+    before = sweep.TRACE_COUNT
+    run_sweep(spec, progress=False)  # 4 chunks
+    assert sweep.TRACE_COUNT - before == 1
+    # other spectra values, n values and seed: same shapes, no new trace
+    run_sweep(spec.replace(alphas=(0.3, 2.0), ns=(7.0, 9.0), seed=11), progress=False)
+    assert sweep.TRACE_COUNT - before == 1
+
+
+def test_common_random_numbers_share_draws_and_shrink_the_variance_of_differences():
+    indep = prompt_errors(base_spec(), m_index=0)
+    crn = prompt_errors(base_spec(common_random_numbers=True), m_index=0)
+    # k = 0: error ||w||², the same w in every cell under CRN, different without
+    assert np.all(crn[..., 0] == crn[:1, :1, :, 0])
+    assert not np.allclose(indep[0, 0, :, 0], indep[1, 1, :, 0])
+    # the variance of a difference between two cells (n = 4 vs n = 16, k = 2) falls a lot
+    var_indep = np.var(indep[1, 0, :, 2] - indep[1, 1, :, 2])
+    var_crn = np.var(crn[1, 0, :, 2] - crn[1, 1, :, 2])
+    assert var_crn < 0.3 * var_indep, (var_crn, var_indep)
+    # marginals are unchanged: each CRN cell still matches its closed form (m = inf)
+    crn_inf = prompt_errors(base_spec(common_random_numbers=True), m_index=1)
+    mean, se, _ = sweep.summarize(crn_inf)
+    lim = sweep.closed_forms(base_spec())["limit_error"]
+    assert np.max(np.abs(mean - lim)[..., 1:] / se[..., 1:]) < 4
+
+
+_SUBPROCESS = """
+import sys, numpy as np, jax
+from ttscale.sweep import SweepSpec, prompt_errors
+assert jax.device_count() == 4, jax.devices()
+out = []
+for crn in (False, True):
+    spec = SweepSpec(d=3, alphas=(0.0, 1.0), ns=(4.0, 16.0), ms=(12.0, float('inf')), k_max=4, prompts=600, chunk=256,
+                     common_random_numbers=crn)
+    out.append(prompt_errors(spec, m_index=0))
+np.save(sys.argv[1], np.stack(out))
+"""
+
+
+def test_four_devices_give_the_one_device_result(tmp_path):
+    out = tmp_path / "errs.npy"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    subprocess.run([sys.executable, "-c", _SUBPROCESS, str(out)], check=True, env=env, cwd=ROOT, timeout=300)
+    four = np.load(out)
+    assert jax.device_count() == 1
+    for i, crn in enumerate((False, True)):
+        one = prompt_errors(base_spec(common_random_numbers=crn), m_index=0)  # last chunk of 88 is padded
+        np.testing.assert_allclose(four[i], one, rtol=1e-6, atol=0)
+
+
+# ----------------------------------------------------------------------------- LSA paths
+def _random_params(key, d, scale=0.05):
+    """Generic W, V: the paper's optimum plus dense noise in every block."""
+    lam = tts.power_law(d, 1.0)
+    opt = tts.optimal_params(tts.gamma(lam, 8.0), c=0.9)
+    k1, k2 = jax.random.split(key)
+    D = 2 * d + 2
+    return lsa.LSAParams(opt.W + scale * jax.random.normal(k1, (D, D)), opt.V + scale * jax.random.normal(k2, (D, D)))
+
+
+@pytest.mark.parametrize("dtype,diag", [(jnp.float32, False)])  # diagonal Σ: covered by the sweep-level LSA test
+def test_fast_lsa_recursion_equals_reference_lsa_for_generic_parameters(dtype, diag):
+    from tests.conftest import x64_context
+
+    with x64_context(dtype):
+        _check_fast_lsa(jnp.dtype(dtype), diag)
+
+
+def _check_fast_lsa(dtype, diag):
+    d, m, k_max, b = 3, 9, 6, 16
+    cov = tts.power_law(d, 0.7, dtype=dtype)
+    if not diag:
+        cov = tts.rotated(cov, jax.random.key(3))
+    params = jax.tree_util.tree_map(lambda x: x.astype(dtype), _random_params(jax.random.key(1), d))
+    key = jax.random.key(4)
+    idx = jnp.arange(b)
+    noise = 0.3
+    prompts = sweep.prompts_for(key, idx, cov, m, noise=noise)
+    ref = _lsa_errors(params, prompts, k_max)
+    stats = jax.jit(sweep.prompt_stats, static_argnums=(2, 3, 4, 5))(key, idx, d, m, dtype, True)
+    A = jnp.sqrt(cov.eigenvalues) if diag else cov.basis * jnp.sqrt(cov.eigenvalues)[None, :]
+    fast = jax.jit(sweep.lsa_errors_from_stats, static_argnums=(3, 5, 6))(stats, A, params, m, noise, k_max, diag)
+    tol = 2e-4 if dtype == jnp.float32 else 1e-10
+    np.testing.assert_allclose(fast, ref, rtol=tol, atol=tol)
+    # the constant-M fast path, valid when V[ŵ, (ŵ, 1)] = 0 (here: the rest of V stays generic)
+    d1 = d + 1
+    params0 = params._replace(V=params.V.at[d1 : 2 * d + 1, d1:].set(0.0))
+    ref0 = _lsa_errors(params0, prompts, k_max)
+    fast0 = jax.jit(sweep.lsa_errors_from_stats, static_argnums=(3, 5, 6, 7))(stats, A, params0, m, noise, k_max, diag, True)
+    np.testing.assert_allclose(fast0, ref0, rtol=tol, atol=tol)
+
+
+def test_sweep_lsa_model_equals_pseudo_newton_and_trained_path_equals_reference_lsa():
+    spec = base_spec(ms=(12.0,))
+    pn = prompt_errors(spec, stop=64)
+    lsa_errs = prompt_errors(spec.replace(model="lsa", c=0.7), stop=64)
+    np.testing.assert_allclose(lsa_errs, pn, rtol=2e-4, atol=2e-5)
+    params = _random_params(jax.random.key(9), 3, scale=0.03)
+    trained = spec.replace(model="trained", params=params)
+    got = prompt_errors(trained, stop=64)
+    keys = sweep.cell_keys(trained, 0)
+    sig = tts.unstack(trained.test_covariances())
+    for c in range(4):
+        prompts = sweep.prompts_for(jax.random.wrap_key_data(keys[c]), np.arange(64), sig[c // 2], 12)
+        ref = _lsa_errors(params, prompts, 4)
+        np.testing.assert_allclose(got[c // 2, c % 2], ref, rtol=2e-4, atol=2e-5)
+
+
+# ----------------------------------------------------------------------------- float64, divergence
+def test_float64_sweep_matches_limit_error(dtype):
+    spec = base_spec(ms=(INF,), dtype=np.dtype(dtype).name)
+    ds = run_sweep(spec, progress=False)
+    assert ds["mean"].dtype == dtype and ds["limit_error"].dtype == dtype
+    z = (ds["mean"] - ds["limit_error"]) / ds["stderr"]
+    assert float(np.max(np.abs(z.sel(k=slice(1, None))))) < 4
+
+
+def divergent_spec(**changes) -> SweepSpec:
+    kw = dict(d=2, alphas=(0.0, 1.0), ns=(200.0, 400.0), ms=(3.0,), k_max=40, prompts=200, chunk=64)
+    return SweepSpec(**dict(kw, **changes))
+
+
+def test_divergent_prompts_give_inf_mean_and_finite_median():
+    """Finite-m overthinking: λ_max(Γ⁻¹ S_m) > 2 for some prompts of length 3; they overflow to inf."""
+    ds = run_sweep(divergent_spec(), progress=False)
+    last = ds.sel(k=40)
+    assert np.any(np.isinf(last["mean"])) and np.all(np.isinf(last["stderr"]) == np.isinf(last["mean"]))
+    assert np.all(np.isfinite(last["median"]))
+
+
+# ----------------------------------------------------------------------------- persistence
+def test_out_file_round_trip_skip_and_refusal(tmp_path, base_ds, monkeypatch):
+    out = tmp_path / "sub" / "sweep.nc"
+    ds = run_sweep(base_spec(), out=out, progress=False)
+    assert out.exists() and not os.path.exists(store.partial_dir(str(out)))
+    np.testing.assert_array_equal(ds["mean"], base_ds["mean"])
+    disk = store.read_dataset(str(out))
+    for name in base_ds.data_vars:
+        np.testing.assert_array_equal(disk[name], base_ds[name])
+    assert disk.attrs["spec"] == base_ds.attrs["spec"]
+
+    def no_compute(*a, **k):
+        raise AssertionError("finished work was recomputed")
+
+    monkeypatch.setattr(sweep, "_chunk_program", no_compute)
+    again = run_sweep(base_spec(chunk=100), out=out, progress=False)  # chunk size is not part of the identity
+    np.testing.assert_array_equal(again["median"], base_ds["median"])
+    with pytest.raises(store.SpecMismatchError, match="k_max"):
+        run_sweep(base_spec(k_max=5), out=out, progress=False)
+
+
+_KILLED = """
+import sys, time
+from ttscale import store
+from ttscale.sweep import SweepSpec, run_sweep
+orig = store.PartialStore.save
+def slow_save(self, *a, **k):
+    orig(self, *a, **k)
+    time.sleep(0.5)
+store.PartialStore.save = slow_save
+spec = SweepSpec(d=3, alphas=(0.0, 1.0), ns=(4.0, 16.0), ms=(12.0, float('inf')), k_max=4, prompts=600, chunk=256)
+run_sweep(spec, out=sys.argv[1], progress=False)
+"""
+
+
+def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path, base_ds):
+    out = tmp_path / "killed.nc"
+    part = store.partial_dir(str(out))
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(out)], cwd=ROOT,
+                            env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if os.path.isdir(part) and sum(f.endswith(".npy") for f in os.listdir(part)) >= 2:
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = [f for f in os.listdir(part) if f.endswith(".npy")]
+    assert 2 <= len(done) < 6 and not out.exists(), done  # killed mid-way
+    resumed = run_sweep(base_spec(), out=out, progress=False)
+    for name in ("mean", "stderr", "median"):
+        np.testing.assert_allclose(resumed[name], base_ds[name], rtol=1e-6, atol=0)
+    assert out.exists() and not os.path.exists(part)
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "changes, exc, match",
+    [
+        (dict(alphas=()), ValueError, "alphas must not be empty"),
+        (dict(ns=[]), ValueError, "ns must not be empty"),
+        (dict(ms=()), ValueError, "ms must not be empty"),
+        (dict(k_max=-1), ValueError, "k_max"),
+        (dict(prompts=1), ValueError, "prompts"),
+        (dict(family="gaussian"), ValueError, "family"),
+        (dict(model="lsa"), ValueError, "inf"),
+        (dict(ms=(12.5,)), ValueError, "whole numbers"),
+        (dict(ms=(0.0,)), ValueError, "ms must be >= 1"),
+        (dict(ns=(4.0, 4.0)), ValueError, "duplicates"),
+        (dict(ns=(float("nan"),)), ValueError, "nan"),
+        (dict(noise=-1.0), ValueError, "noise"),
+        (dict(dtype="float16"), ValueError, "dtype"),
+        (dict(test="rotated"), ValueError, "test"),
+        (dict(model="trained", ms=(12.0,)), TypeError, "params"),
+        (dict(model="magic"), ValueError, "model"),
+        (dict(family="explicit"), ValueError, "covariances"),
+        (dict(chunk=0), ValueError, "chunk"),
+        (dict(k_max=2.5), TypeError, "k_max"),
+        (dict(seed=-1), ValueError, "seed"),
+    ],
+)
+def test_bad_specs_are_refused_on_construction(changes, exc, match):
+    with pytest.raises(exc, match=match):
+        base_spec(**changes)
+
+
+def test_unwritable_out_is_refused_before_compute(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "_run", lambda *a, **k: pytest.fail("compute started"))
+    with pytest.raises(ValueError, match="directory"):
+        run_sweep(base_spec(), out=tmp_path, progress=False)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # running as root: permissions are not enforced
+            pytest.skip("permissions not enforced for this user")
+        with pytest.raises(ValueError, match="not writable"):
+            run_sweep(base_spec(), out=locked / "x.nc", progress=False)
+    finally:
+        locked.chmod(0o700)
+    with pytest.raises(TypeError, match="spec"):
+        run_sweep({"d": 3})
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_parse_grid():
+    from ttscale.commands.sweep import parse_grid
+
+    np.testing.assert_allclose(parse_grid("alpha", "0:2:16"), np.linspace(0, 2, 16))
+    assert parse_grid("n", "5,10,20,40,80") == (5.0, 10.0, 20.0, 40.0, 80.0)
+    assert parse_grid("m", "40,inf") == (40.0, INF)
+    for bad in ("", "1:2", "a,b", "0:1:x"):
+        with pytest.raises(ValueError, match="--x|--m"):
+            parse_grid("m" if bad else "x", bad)
+
+
+def test_cli_writes_the_same_dataset(tmp_path, base_ds, capsys):
+    from ttscale.cli import main
+
+    out = tmp_path / "cli.nc"
+    rc = main(["sweep", "--d", "3", "--alpha", "0,1", "--n", "4,16", "--m", "12,inf", "--k-max", "4",
+               "--prompts", "600", "--chunk", "256", "--out", str(out), "--no-progress"])
+    assert rc == 0 and out.exists()
+    disk = store.read_dataset(str(out))
+    np.testing.assert_array_equal(disk["mean"], base_ds["mean"])
+    assert "wrote" in capsys.readouterr().out
+    assert main(["sweep", "--m", "40,inf", "--model", "lsa", "--no-progress"]) == 2
+    assert "inf" in capsys.readouterr().err
