@@ -65,4 +65,31 @@ from ttscale.theory import (
     thm33_bound,
 )
 
+from ttscale.training import (
+    Task,
+    TaskArrays,
+    TrainConfig,
+    TrainResult,
+    fit,
+    load_params,
+    make_task_arrays,
+    make_train,
+    make_train_batched,
+    optimal_preconditioner,
+    save_params,
+    stack_task_arrays,
+)
+from ttscale.sweep import SweepSpec, closed_forms, run_sweep
+from ttscale.store import SpecMismatchError
+from ttscale.selection import CRITERIA, Selection, TaskPool, paper_pool, select_mixture, task_pool
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Flax is imported only when the GPT-2 model is asked for.
+    if name == "gpt2":
+        import importlib
+
+        return importlib.import_module("ttscale.gpt2")
+    raise AttributeError(f"module 'ttscale' has no attribute {name!r}")
