@@ -1,0 +1,209 @@
+"""Benchmarks: every optimised path equals its reference on identical inputs; every script runs.
+
+No timings are asserted. The equalities are float32 round-off checks:
+
+* NumPy baselines (``benchmarks/numpy_baselines.py``) vs ttscale's core on the same prompts
+  (pseudo-Newton, literal LSA, LSA SGD training; GPT-2 forward and CoT inside the
+  ``gpt2_tokens`` quick run, which asserts a float32 relative error ≤ 2e-3);
+* the sweep engine (pseudo-Newton and LSA, independent and common-random-number sampling) vs
+  ``ttscale.cot.lsa_errors(method="full")`` on the very prompts the engine draws, rebuilt with
+  its own ``cell_keys`` and ``prompts_for`` (the CRN path shares one key across cells);
+* each benchmark script's ``main`` at its ``--quick`` size.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ttscale as tts
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench_common as bc  # noqa: E402
+import numpy_baselines as nb  # noqa: E402
+
+RTOL = 2e-4
+
+
+def test_numpy_diagonal_and_shared_gram_equal_dense():
+    """The CRN baseline's shortcuts (S_m = D S_Z D, several n at once) equal the dense path."""
+    d, m, b, k = 4, 16, 32, 5
+    rng = np.random.default_rng(1)
+    Z = rng.standard_normal((b, d, m), dtype=np.float32)
+    w = rng.standard_normal((b, d), dtype=np.float32)
+    lam = nb.power_law_eigenvalues(d, [0.7])[0]
+    X = np.sqrt(lam)[None, :, None] * Z
+    ps = np.stack([nb.gamma_inverse_diagonal(lam, n) for n in (5.0, 40.0)])
+    multi = nb.pseudo_newton_errors_diagonal(np.sqrt(lam), ps, Z, w, k)
+    for j in range(2):
+        dense = nb.pseudo_newton_errors(np.diag(ps[j]), X, w, k)
+        np.testing.assert_allclose(multi[j], dense, rtol=RTOL, atol=1e-6)
+
+
+def test_numpy_sweep_schemes_and_summary():
+    """CRN and independent NumPy sweeps estimate the same means; summaries match ttscale.error_curve."""
+    kw = dict(d=4, alphas=[0.0, 1.0], ns=[10.0], m=40, k_max=3, prompts=4000)
+    a = nb.sweep_numpy(**kw, scheme="crn", seed=0).summary
+    b = nb.sweep_numpy(**kw, scheme="independent", seed=1, chunk=1500).summary
+    agree = bc.agreement(a.mean, a.stderr, b.mean, b.stderr, z_max=5.0)
+    assert agree["ok"], agree
+    errs = np.abs(np.random.default_rng(0).standard_normal((50, 4))).astype(np.float32)
+    errs[3, 2] = np.nan
+    s = nb.summarise(errs)
+    ref = tts.error_curve(jnp.asarray(errs))
+    for got, want in zip(s, ref):
+        np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5)
+    with pytest.raises(ValueError, match="scheme"):
+        nb.sweep_numpy(**kw, scheme="bogus")
+
+
+def test_agreement_detects_a_shift():
+    mean = np.zeros(100)
+    se = np.full(100, 0.1)
+    assert bc.agreement(mean, se, mean + 0.05, se)["ok"]
+    bad = bc.agreement(mean, se, mean + 1.0, se)
+    assert not bad["ok"] and bad["max_z"] > 5
+
+
+# ----------------------------------------------------------------------------- sweep engine vs reference
+# Same shapes as the scripts' --quick size, so the compiled sweep programs are shared.
+QUICK = dict(d=6, alphas=tuple(np.linspace(0, 2, 3)), ns=(5.0, 20.0), ms=(12.0,), k_max=6, prompts=256)
+
+
+@jax.jit
+def _reference_errors(P, prompts):
+    """Per-prompt errors of the literal LSA forward (``method="full"``) with the Theorem 3.1 optimum for ``P``."""
+    return tts.lsa_errors(tts.params_from_preconditioner(P), prompts, QUICK["k_max"], method="full")
+
+
+def _quick_prompts(s: int, n: float, seed: int = 5, crn: bool = False):
+    """The engine's prompts for cell (s, n) of the QUICK grid, and that cell's ``P = Γ(Λ_s, n)⁻¹``."""
+    from ttscale.sweep import SweepSpec, cell_keys, prompts_for
+
+    spec = SweepSpec(**QUICK, seed=seed, common_random_numbers=crn)
+    lam = nb.power_law_eigenvalues(spec.d, spec.alphas)[s]
+    keys = jax.random.wrap_key_data(jnp.asarray(cell_keys(spec, 0)))
+    key = keys if crn else keys[s * len(spec.ns) + spec.ns.index(n)]
+    pr = prompts_for(key, jnp.arange(spec.prompts), tts.from_eigenvalues(jnp.asarray(lam)), int(spec.ms[0]))
+    return pr, np.diag(nb.gamma_inverse_diagonal(lam, n)).astype(np.float32)
+
+
+def test_numpy_baselines_equal_ttscale_literal_lsa():
+    """NumPy pseudo-Newton and the NumPy literal LSA forward vs ttscale's literal forward, same prompts."""
+    pr, P = _quick_prompts(1, 5.0)
+    ref = np.asarray(_reference_errors(jnp.asarray(P), pr))
+    X, w = np.asarray(pr.X), np.asarray(pr.w)
+    np.testing.assert_allclose(nb.pseudo_newton_errors(P, X, w, QUICK["k_max"]), ref, rtol=1e-3, atol=1e-5)
+    W, V = nb.lsa_optimal_params(P)
+    params = tts.params_from_preconditioner(jnp.asarray(P))
+    np.testing.assert_array_equal(W, np.asarray(params.W))
+    np.testing.assert_array_equal(V, np.asarray(params.V))
+    np.testing.assert_allclose(nb.lsa_literal_errors(W, V, X, w, QUICK["k_max"]), ref, rtol=1e-3, atol=1e-5)
+    lam = nb.power_law_eigenvalues(6, QUICK["alphas"])[1]
+    np.testing.assert_allclose(P, np.asarray(tts.gamma_inverse(tts.from_eigenvalues(jnp.asarray(lam)), 5.0)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("model, crn", [("pseudo_newton", True), ("pseudo_newton", False), ("lsa", True)])
+def test_sweep_equals_literal_lsa_on_same_normals(model, crn):
+    """run_sweep (CRN: one key shared by all cells; independent: a key per cell) vs the literal forward."""
+    from ttscale.sweep import SweepSpec, run_sweep
+
+    spec = SweepSpec(**QUICK, model=model, seed=5, common_random_numbers=crn)
+    ds = run_sweep(spec, progress=False)
+    for s in range(len(spec.alphas)):
+        for j, n in enumerate(spec.ns):
+            pr, P = _quick_prompts(s, n, seed=5, crn=crn)
+            ref = nb.summarise(np.asarray(_reference_errors(jnp.asarray(P), pr)))
+            cell = ds.isel(spectrum=s, n=j, m=0)
+            np.testing.assert_allclose(cell["mean"].values, np.asarray(ref.mean), rtol=2e-3)
+            np.testing.assert_allclose(cell["median"].values, np.asarray(ref.median), rtol=2e-3)
+            np.testing.assert_allclose(cell["stderr"].values, np.asarray(ref.stderr), rtol=1e-2, atol=1e-6)
+    if crn:  # every cell saw the same w: the k = 0 errors ||w||² agree across cells
+        k0 = ds["mean"].isel(m=0, k=0).values
+        np.testing.assert_allclose(k0, k0[0, 0], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- training
+def test_numpy_sgd_equals_make_train_on_same_prompts():
+    from ttscale.training import Task, TrainConfig, make_train, sample_batch
+
+    d, n, steps, batch, lr = 3, 8, 6, 32, 0.01
+    cov = tts.power_law(d, 1.0)
+    config = TrainConfig(d=d, tasks=(Task(cov, n),), steps=steps, batch=batch, optimizer="sgd",
+                         learning_rate=lr, schedule="constant", w_mode="frozen", v_mode="full")
+    key = jax.random.key(4)
+    res = make_train(config)(key)
+    tasks = config.task_arrays()
+
+    def draw(t):
+        bt = sample_batch(jax.random.fold_in(key, t), tasks, config.n_max, batch, 0.0)
+        return np.asarray(bt.X), np.asarray(bt.w)
+
+    V, losses = nb.lsa_sgd_train(d, np.asarray(cov.eigenvalues), n, steps, batch, lr, draw=draw)
+    np.testing.assert_allclose(losses, np.asarray(res.losses), rtol=1e-4)
+    np.testing.assert_allclose(V, np.asarray(res.params.V), rtol=1e-3, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- FLOP counts, memory probe
+def test_flop_counts_match_the_issue():
+    import bench_sweep as bs
+
+    per_prompt = bs.minimal_flops_per_prompt(20, 40, 32)
+    assert abs(per_prompt - 75e3) / 75e3 < 0.01  # "≈ 75 kFLOP per prompt"
+    assert abs(per_prompt * 80 * 4096 - 24.5e9) / 24.5e9 < 0.01  # "24.5 GFLOP in all"
+    D, N = 42, 41
+    assert bs.literal_lsa_flops_per_prompt(20, 40, 1) == 4 * D * D * N + 4 * D * N * N
+
+
+def test_peak_rss_probe_sees_an_allocation():
+    small = bc.peak_rss_mib_of("x = 1")["maxrss_mib"]
+    big = bc.peak_rss_mib_of("x = b\"1\" * (200 * 2**20)")["maxrss_mib"]
+    assert big - small > 150
+
+
+# ----------------------------------------------------------------------------- scripts run
+def test_sweep_scripts_run_quick(capsys):
+    import gpu_sweep
+    import sweep_a
+    import sweep_a_lsa
+
+    out = sweep_a.main(["--quick", "--no-peak", "--repeats", "1"])
+    assert [r["scheme"] for r in out["rows"]] == ["crn", "independent"]
+    assert all(r["agreement"]["ok"] for r in out["rows"])
+    assert all(r["ttscale"]["compiles_steady"] == 0 for r in out["rows"]), "a warm run_sweep recompiled"
+    out = sweep_a_lsa.main(["--quick", "--no-peak", "--repeats", "1", "--schemes", "crn"])
+    assert out["rows"][0]["agreement"]["ok"]
+    out = gpu_sweep.main(["--cpu", "--repeats", "1", "--schemes", "crn"])
+    assert out["rows"][0]["flops"] > 0
+    text = capsys.readouterr().out
+    assert "prompts·k/s" in text and "× NumPy" in text
+
+
+def test_other_scripts_run_quick():
+    import gpt2_tokens
+    import profile_sweep  # noqa: F401  (imports cleanly; run via `ttscale bench profile`)
+    import scaling
+    import train_lsa
+
+    out = train_lsa.main(["--quick", "--no-peak", "--repeats", "1"])
+    assert out["ok"]
+    out = scaling.main(["--quick", "--no-peak", "--repeats", "1"])
+    assert len(out["rows"]) == 1 and all(r["rate"] > 0 for r in out["rows"])
+    out = gpt2_tokens.main(["--quick", "--no-peak", "--repeats", "1"])
+    assert out.get("skipped") or all(r["ok"] for r in out["rows"])
+
+
+def test_gpu_script_is_valid_bash_and_cli_lists_benchmarks():
+    assert subprocess.run(["bash", "-n", str(BENCH / "gpu.sh")]).returncode == 0
+    from ttscale.cli import main
+
+    assert main(["bench", "list"]) == 0
+    assert main(["bench", "no-such-benchmark"]) == 2
