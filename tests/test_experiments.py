@@ -13,8 +13,7 @@ import pytest
 
 import ttscale as tts
 from ttscale import experiments as ex
-from ttscale import prompts as prompts_mod
-from ttscale import report, spectra, theory
+from ttscale import report, theory
 
 
 # ----------------------------------------------------------------------------- measurement helpers
@@ -46,56 +45,56 @@ def test_argmin_set():
     assert ex.argmin_set(mean, np.zeros(6)) == (2, 2, 2)
 
 
-# ----------------------------------------------------------------------------- engine
-def test_nested_prompts_equal_prefix_prompts():
-    """The masked/scaled prompt of length m_max gives exactly the errors of its first m columns."""
-    d, m_max, chunk, k_max = 4, 12, 8, 3
-    covs = spectra.stack([tts.power_law(d, 1.0)])
-    ns = jnp.array([5.0, 9.0])
-    key = jax.random.key(3)
-    got = np.asarray(ex._nested_chunk_errors(key, covs, covs, ns, jnp.array([5.0, 12.0]), m_max=m_max, chunk=chunk, k_max=k_max))
-    normals = prompts_mod.sample_normals(key, d, m_max, chunk)
-    lam = np.asarray(tts.power_law(d, 1.0).eigenvalues, np.float64)
-    Z, w = np.asarray(normals.Z, np.float64), np.asarray(normals.w, np.float64)
-    for j, m in enumerate((5, 12)):
-        X = np.sqrt(lam)[None, :, None] * Z[..., :m]  # the first m columns
-        S = np.einsum("bim,bjm->bij", X, X) / m
-        for i, n in enumerate((5.0, 9.0)):
-            P = np.diag(1.0 / ((1 + 1 / n) * lam + lam.sum() / n))
-            B = np.eye(d) - P @ S  # noiseless: w − w_k = B^k w
-            e, want = w.copy(), [np.sum(w * w, -1)]
-            for _ in range(k_max):
-                e = np.einsum("bij,bj->bi", B, e)
-                want.append(np.sum(e * e, -1))
-            np.testing.assert_allclose(got[j, 0, i], np.stack(want, -1), rtol=2e-3, atol=1e-5)
-
-
-def test_simulate_against_closed_forms():
-    """MC mean at m = ∞ within 4 s.e. of limit_error; k = 1 at finite m within 4 s.e. of one_step_error."""
+# ----------------------------------------------------------------------------- sweeps (through ttscale.sweep.run_sweep)
+def test_sweep_against_closed_forms():
+    """MC mean at m = ∞ within 4.5 s.e. of limit_error; k = 1 at finite m within 4.5 s.e. of one_step_error."""
     covs = [tts.identity(6), tts.power_law(6, 1.0)]
-    ds = ex.sweep(covs, "aligned", (8, 20), (30.0, math.inf), 4, 2048, seed=1, chunk=1024)
-    assert dict(ds.sizes) == {"spectrum": 2, "n": 2, "m": 2, "k": 5, "i": 6}
+    ds = ex.sweep(covs, "aligned", (8, 20), (30.0, math.inf), 4, 2048, seed=1, alphas=(0.0, 1.0))
+    assert dict(ds.sizes) == {"spectrum": 2, "n": 2, "m": 2, "k": 5}
+    assert ds.attrs["engine"] == "ttscale.sweep.run_sweep"
+    np.testing.assert_array_equal(ds["alpha"], [0.0, 1.0])
     z_inf = ((ds["mean"].sel(m=math.inf) - ds["limit_error"]) / ds["stderr"].sel(m=math.inf)).sel(k=slice(1, None))
     assert float(np.abs(z_inf).max()) < 4.5
     z_one = (ds["mean"].sel(m=30.0, k=1) - ds["one_step_error"].sel(m=30.0)) / ds["stderr"].sel(m=30.0, k=1)
     assert float(np.abs(z_one).max()) < 4.5
-    np.testing.assert_allclose(ds["mean"].sel(k=0), ds["mean"].sel(k=0, spectrum=0, n=8, m=30.0), rtol=0.2)
+    # common random numbers: at k = 0 (error ||w||², independent of Λ and n) every cell of one m is identical
+    k0 = ds["mean"].sel(k=0, m=30.0).values
+    np.testing.assert_allclose(k0, k0[0, 0], rtol=1e-6)
     # theory columns agree with ttscale.theory.best_k cell by cell
     bk = theory.best_k(theory.gamma_inverse(covs[1], 20), covs[1], 4)
     assert int(ds["best_k"].sel(spectrum=1, n=20)) == int(bk.k)
+    assert bool(ds["turns_up"].sel(spectrum=1, n=20)) == bool(bk.turns_up)
     assert float(ds["spectral_radius"].sel(spectrum=1, n=20)) == pytest.approx(float(bk.spectral_radius), rel=1e-4)
 
 
-def test_simulate_rejects_bad_input():
-    covs = spectra.stack([tts.identity(3)])
+def test_sweep_with_trained_params_runs_the_literal_lsa():
+    """params [S, N, D, D] → model="trained": with the Theorem 3.1 optimum it reproduces the pseudo-Newton sweep."""
+    covs = [tts.identity(4), tts.power_law(4, 1.0)]
+    ns = (6.0, 12.0)
+    P = np.stack([[np.asarray(theory.gamma_inverse(c, n)) for n in ns] for c in covs])  # [S, N, d, d]
+    params = jax.vmap(jax.vmap(tts.params_from_preconditioner))(jnp.asarray(P))
+    pn = ex.sweep(covs, "aligned", ns, (16.0,), 3, 64, seed=2)
+    tr = ex.sweep(covs, "aligned", ns, (16.0,), 3, 64, seed=2, params=params)
+    np.testing.assert_allclose(tr["mean"], pn["mean"], rtol=2e-3)
+    np.testing.assert_allclose(tr["limit_error"], pn["limit_error"], rtol=1e-5)
     with pytest.raises(ValueError, match="ms"):
-        ex.simulate(covs, covs, (5,), (2.5,), 2, 16)
+        ex.sweep(covs, "aligned", ns, (16.0, math.inf), 3, 64, params=params)
+
+
+def test_sweep_rejects_bad_input():
+    cov = tts.identity(3)
+    with pytest.raises(ValueError, match="ms"):
+        ex.sweep([cov], "aligned", (5,), (2.5,), 2, 16)
     with pytest.raises(ValueError, match="k_max"):
-        ex.simulate(covs, covs, (5,), (10.0,), 0, 16)
-    with pytest.raises(TypeError, match="train_covs"):
-        ex.simulate(np.eye(3), covs, (5,), (10.0,), 2, 16)
+        ex.sweep([cov], "aligned", (5,), (10.0,), -1, 16)
+    with pytest.raises(TypeError, match="train"):
+        ex.sweep(np.eye(3), "aligned", (5,), (10.0,), 2, 16)
+    with pytest.raises(TypeError, match="test"):
+        ex.sweep([cov], [np.eye(3)], (5,), (10.0,), 2, 16)
     with pytest.raises(ValueError, match="test"):
-        ex.sweep([tts.identity(3)], "sideways", (5,), (10.0,), 2, 16)
+        ex.sweep([cov], "sideways", (5,), (10.0,), 2, 16)
+    with pytest.raises(ValueError, match="alphas"):
+        ex.sweep([cov], "aligned", (5,), (10.0,), 2, 16, alphas=(0.0, 1.0))
 
 
 # ----------------------------------------------------------------------------- presets and claims

@@ -101,6 +101,36 @@ def test_closed_form_variables_match_theory(base_ds):
             assert int(ds["best_k"][s, i]) == int(_best_k(P, lam, 4).k)
 
 
+def test_turns_up_and_spectral_radius_equal_theory_best_k(base_ds):
+    """turns_up / spectral_radius / best_k of the engine equal ttscale.theory.best_k cell by cell.
+
+    Grids: the base sweep (aligned, never turns up within k ≤ 4) and tilted training spectra
+    λ_i = s/i tested on a rotated, mildly tilted Σ, where the m → ∞ error turns up (and
+    diverges, ρ(I − PΣ) > 1, for s = 2.5). Both in float64, so agreement is to round-off.
+    """
+    assert base_ds["turns_up"].dims == base_ds["spectral_radius"].dims == ("spectrum", "n")
+    assert base_ds["turns_up"].dtype == bool
+    base_forms = sweep.closed_forms(base_spec())
+    np.testing.assert_array_equal(base_ds["turns_up"], base_forms["turns_up"])
+    np.testing.assert_allclose(base_ds["spectral_radius"], base_forms["spectral_radius"], rtol=1e-6)
+    with jax.enable_x64(True):
+        lam = [tts.from_eigenvalues(s / np.arange(1.0, 5.0), dtype=jnp.float64) for s in (1.0, 2.5)]
+        test = tts.rotated(tts.power_law(4, 0.3, dtype=jnp.float64), jax.random.key(3))
+        tilted = SweepSpec(d=4, family="explicit", covariances=lam, test=test, ns=(5.0, 30.0, INF), ms=(20.0,),
+                           k_max=8, prompts=2, dtype="float64")
+        tilted_forms = sweep.closed_forms(tilted)
+        assert tilted_forms["turns_up"].any() and not tilted_forms["turns_up"].all()
+        assert np.any(tilted_forms["spectral_radius"] > 1) and np.any(tilted_forms["spectral_radius"] < 1)
+        base64 = [tts.power_law(3, a, dtype=jnp.float64) for a in (0.0, 1.0)]
+        for spec, forms, covs, sig in ((base_spec(), base_forms, base64, None), (tilted, tilted_forms, lam, test)):
+            for s, cov in enumerate(covs):
+                for i, n in enumerate(spec.ns):
+                    bk = _best_k(tts.gamma_inverse(cov, jnp.float64(n)), cov if sig is None else sig, spec.k_max)
+                    assert int(forms["best_k"][s, i]) == int(bk.k)
+                    assert bool(forms["turns_up"][s, i]) == bool(bk.turns_up)
+                    np.testing.assert_allclose(forms["spectral_radius"][s, i], float(bk.spectral_radius), rtol=1e-10)
+
+
 # ----------------------------------------------------------------------------- Monte Carlo vs closed forms
 def test_monte_carlo_matches_limit_error_and_one_step_error(base_ds):
     ds = base_ds

@@ -11,12 +11,11 @@ from the Dataset** (never typed in)::
     for claim in result.claims:
         print(claim.verdict, claim.statement, claim.measurement)
 
-Sweep datasets follow the contract schema of :mod:`ttscale.sweep` (dims ``spectrum, n, m,
+Sweep datasets come from the project's one engine, :func:`ttscale.sweep.run_sweep` (through
+:func:`sweep`, with common random numbers across spectra and ``n``): dims ``spectrum, n, m,
 k``; ``mean, stderr, median`` over prompts; closed forms ``limit_error, one_step_error,
-cor35_bound, overthinking_term, best_k``). When ``ttscale.sweep.run_sweep`` is importable it
-is used; otherwise a small vmapped engine below computes the same schema from the core
-(``theory``, ``cot.pseudo_newton_errors``/``lsa_errors``, ``prompts``). ``m = inf`` is
-simulated by drawing only ``w`` (``S_m → Σ``), so its per-prompt median is real.
+cor35_bound, overthinking_term, best_k, turns_up, spectral_radius``. ``m = inf`` is
+simulated with ``S_m = Σ`` (only ``w`` is drawn), so its per-prompt median is real.
 
 Presets that live in other modules (task selection, GPT-2) are registered as lazy entries:
 their module is imported only when the preset runs, and a missing module skips cleanly.
@@ -25,7 +24,6 @@ their module is imported only when the preset runs, and a missing module skips c
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import importlib
 import json
@@ -39,10 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-import ttscale
-from ttscale import _checks, cot, lsa, prompts as prompts_mod, spectra, theory
+from ttscale import lsa, spectra, theory
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: presets run on ttscale.sweep.run_sweep (new random numbers)
 SIZES = ("quick", "full")
 HOLDS, FAILS, PARTLY, SKIPPED = "HOLDS", "DOES NOT HOLD", "PARTLY", "SKIPPED"
 INF = math.inf
@@ -132,302 +129,55 @@ def _fmt(x, digits=3) -> str:
     return f"{x:.{digits}g}"
 
 
-# ============================================================================ sweep engine
-def _to_numpy(x):
-    return np.asarray(jax.device_get(x))
+# ============================================================================ sweeps
+def _covariance_list(name: str, covs) -> list:
+    if isinstance(covs, spectra.Covariance) or isinstance(covs, (str, bytes)) or not isinstance(covs, (list, tuple)):
+        raise TypeError(f"{name} must be a non-empty list of ttscale.Covariance, got {type(covs).__name__}")
+    if not covs:
+        raise ValueError(f"{name} must not be empty")
+    for i, c in enumerate(covs):
+        if not isinstance(c, spectra.Covariance):
+            raise TypeError(f"{name}[{i}] must be a ttscale.Covariance, got {type(c).__name__}")
+    return list(covs)
 
 
-def _summaries(errs: np.ndarray):
-    """Mean, s.e. and median over axis 0 of per-prompt errors (``inf`` tolerated)."""
-    errs = np.where(np.isnan(errs), np.inf, errs.astype(np.float64))  # float64: squares of 1e-22 underflow in float32
-    n = errs.shape[0]
-    with np.errstate(invalid="ignore", over="ignore"):
-        mean = errs.mean(axis=0)
-        finite = np.all(np.isfinite(errs), axis=0)
-        centred = np.where(finite, errs - np.where(finite, mean, 0.0), 0.0)
-        stderr = np.where(finite, np.sqrt((centred**2).sum(axis=0) / (n - 1) / n), np.inf)
-    median = np.median(errs, axis=0)
-    return mean, stderr, median
+def sweep(train, test, ns, ms, k_max, prompts, seed=0, chunk=4096, alphas=None, params=None, progress=False, desc="sweep") -> xr.Dataset:
+    """One sweep of the preset grid through the project's engine :func:`ttscale.sweep.run_sweep`.
 
+    ``train``: list of ``S`` training covariances ``Λ_s``; ``test``: ``"aligned"`` (``Σ_s = Λ_s``),
+    ``"identity"`` or a list of ``S`` test covariances; ``ns [N]``; ``ms [M]`` (whole numbers or
+    ``inf``); ``k = 0..k_max``; ``prompts`` per cell, ``chunk`` prompts per compiled call.
+    The model is the optimum ``P = Γ(Λ_s, n)⁻¹`` run as pseudo-Newton, or, with ``params`` (an
+    :class:`~ttscale.lsa.LSAParams` of ``[S, N, D, D]`` arrays), the literal LSA with those
+    trained parameters (finite ``ms`` only). Prompts are common random numbers across spectra
+    and ``n`` (``SweepSpec.common_random_numbers``), so differences between cells are smooth.
 
-def _trained_c(W: jax.Array, d: int) -> jax.Array:
-    b = lsa.blocks(d)
-    return jnp.mean(jnp.diagonal(W[..., b["x"], b["w"]], axis1=-2, axis2=-1), axis=-1)
-
-
-def _preconditioner(cov, n, par, d):
-    """``Γ(Λ, n)⁻¹`` for the optimum, or ``−c V[ŵ, x]`` read out of trained LSA parameters."""
-    if par is None:
-        return theory.gamma_inverse(cov, n)
-    return lsa.preconditioner_from_V(par.V, _trained_c(par.W, d))
-
-
-@functools.partial(jax.jit, static_argnames=("m", "chunk", "k_max"))
-def _finite_chunk_errors(key, train_covs, test_covs, ns, params, *, m, chunk, k_max):
-    """Per-prompt errors ``[S, N, chunk, k_max + 1]`` at test length ``m`` (common random numbers)."""
-    d = train_covs.d
-    normals = prompts_mod.sample_normals(key, d, m, chunk, train_covs.dtype)
-
-    def per_spectrum(cov, test, par_s):
-        pr = prompts_mod.prompts_from_normals(normals, test)
-
-        def per_n(n, par_n):
-            if par_n is None:
-                return cot.pseudo_newton_errors(theory.gamma_inverse(cov, n), pr, k_max)
-            return cot.lsa_errors(par_n, pr, k_max)
-
-        return jax.vmap(per_n)(ns, par_s)
-
-    return jax.vmap(per_spectrum)(train_covs, test_covs, params)
-
-
-@functools.partial(jax.jit, static_argnames=("m_max", "chunk", "k_max"))
-def _nested_chunk_errors(key, train_covs, test_covs, ns, ms, *, m_max, chunk, k_max):
-    """Pseudo-Newton errors ``[M, S, N, chunk, k_max + 1]`` for all finite ``ms`` with one compilation.
-
-    The prompt of length ``m`` is the first ``m`` columns of one prompt of length ``m_max``
-    (nested common random numbers). Columns beyond ``m`` are zeroed and the rest scaled by
-    ``sqrt(m_max / m)``, so that ``X Xᵀ / m_max`` and ``X y / m_max`` computed by
-    :func:`ttscale.cot.pseudo_newton_errors` equal ``S_m`` and ``X_m y_m / m`` exactly.
+    Returns the engine's Dataset (dims ``spectrum, n, m, k``; ``mean, stderr, median`` and the
+    closed forms ``limit_error, one_step_error, cor35_bound, overthinking_term, best_k,
+    turns_up, spectral_radius``), with the ``alpha`` coordinate set from ``alphas`` if given.
     """
-    d = train_covs.d
-    normals = prompts_mod.sample_normals(key, d, m_max, chunk, train_covs.dtype)
-    cols = jnp.arange(m_max)
+    from ttscale.sweep import SweepSpec, run_sweep
 
-    def per_m(m):
-        scale = jnp.where(cols < m, jnp.sqrt(m_max / m), 0.0).astype(train_covs.dtype)
-        nm = prompts_mod.Normals(normals.Z * scale, normals.w, normals.eps * scale)
-
-        def per_spectrum(cov, test):
-            pr = prompts_mod.prompts_from_normals(nm, test)
-            return jax.vmap(lambda n: cot.pseudo_newton_errors(theory.gamma_inverse(cov, n), pr, k_max))(ns)
-
-        return jax.vmap(per_spectrum)(train_covs, test_covs)
-
-    return jax.lax.map(per_m, ms)
-
-
-@functools.partial(jax.jit, static_argnames=("chunk", "k_max"))
-def _infinite_chunk_errors(key, train_covs, test_covs, ns, params, *, chunk, k_max):
-    """Per-prompt errors ``||B^k w||²`` at ``m = ∞`` (``S_m = Σ``; only ``w`` is random) → ``[S, N, chunk, k_max + 1]``."""
-    d = train_covs.d
-    w = jax.random.normal(key, (chunk, d), train_covs.dtype)
-
-    def per_spectrum(cov, test, par_s):
-        def per_n(n, par_n):
-            B = theory.iteration_matrix(_preconditioner(cov, n, par_n, d), test.matrix())
-
-            def step(e, _):
-                e = e @ B.T
-                return e, jnp.sum(e * e, axis=-1)
-
-            _, errs = jax.lax.scan(step, -w, None, length=k_max)
-            errs = jnp.concatenate([jnp.sum(w * w, axis=-1)[None], errs], axis=0).T
-            return jnp.where(jnp.isnan(errs), jnp.inf, errs)
-
-        return jax.vmap(per_n)(ns, par_s)
-
-    return jax.vmap(per_spectrum)(train_covs, test_covs, params)
-
-
-def simulate(
-    train_covs: spectra.Covariance,
-    test_covs: spectra.Covariance,
-    ns: Sequence[float],
-    ms: Sequence[float],
-    k_max: int,
-    prompts: int,
-    seed: int = 0,
-    chunk: int = 1024,
-    params: Optional[lsa.LSAParams] = None,
-    alphas: Optional[Sequence[float]] = None,
-    progress: bool = False,
-    desc: str = "sweep",
-) -> xr.Dataset:
-    """Monte-Carlo CoT errors over a grid ``spectrum × n × m × k`` in the sweep contract schema.
-
-    ``train_covs``/``test_covs``: stacked covariances ``[S, d]`` (training ``Λ_s``, test
-    ``Σ_s``); ``ns [N]``; ``ms [M]`` (``inf`` allowed); ``k = 0..k_max``. The model is the
-    closed-form optimum ``P = Γ(Λ_s, n)⁻¹`` run as pseudo-Newton, or, with ``params`` (an
-    :class:`LSAParams` with leading dims ``[S, N]``), the literal LSA with feedback (``m =
-    inf`` uses the read-out preconditioner ``−c V[ŵ, x]``). Prompts are common random numbers
-    across spectra and ``n`` (one draw of base normals per chunk and ``m``); ``prompts`` is
-    rounded up to a multiple of ``chunk``. Returns mean/stderr/median ``[spectrum, n, m, k]``
-    and the closed forms of :func:`_theory`.
-    """
-    from tqdm.auto import tqdm
-
-    if not isinstance(train_covs, spectra.Covariance) or not isinstance(test_covs, spectra.Covariance):
-        raise TypeError("train_covs and test_covs must be stacked ttscale.Covariance")
-    if train_covs.eigenvalues.ndim != 2 or train_covs.eigenvalues.shape != test_covs.eigenvalues.shape:
-        raise ValueError(f"train_covs and test_covs must both be stacks [S, d] of one shape, got "
-                         f"{train_covs.eigenvalues.shape} and {test_covs.eigenvalues.shape}")
-    k_max = _checks.static_int("k_max", k_max, minimum=1)
-    prompts = _checks.static_int("prompts", prompts, minimum=2)
-    chunk = _checks.static_int("chunk", chunk, minimum=2)
-    if not len(ns) or not len(ms):
-        raise ValueError("ns and ms must be non-empty")
-    for m in ms:
-        if not (math.isinf(m) or (float(m) == int(m) and m >= 1)):
-            raise ValueError(f"ms must hold positive integers or inf, got {m}")
-    ns_arr = jnp.asarray(ns, train_covs.dtype)
-    chunk = min(chunk, prompts)
-    n_chunks = -(-prompts // chunk)
-    finite = [float(m) for m in ms if not math.isinf(m)]
-    m_max = int(max(finite)) if finite else 0
-    per_m: dict = {float(m): [] for m in ms}
-    nested = params is None and len(finite) > 1
-    calls = n_chunks * ((1 if nested else len(finite)) + (len(ms) - len(finite)))
-    bar = tqdm(total=calls, desc=desc, disable=not progress, leave=False)
-    base = jax.random.key(seed)
-    for c in range(n_chunks):
-        key_fin = jax.random.fold_in(jax.random.fold_in(base, 0), c)
-        if nested:
-            errs = _to_numpy(_nested_chunk_errors(key_fin, train_covs, test_covs, ns_arr, jnp.asarray(finite, train_covs.dtype),
-                                                  m_max=m_max, chunk=chunk, k_max=k_max))
-            for j, m in enumerate(finite):
-                per_m[m].append(errs[j])
-            bar.update(1)
-        else:  # one compilation per m (the prompt length is a static shape)
-            for m in finite:
-                per_m[m].append(_to_numpy(_finite_chunk_errors(key_fin, train_covs, test_covs, ns_arr, params, m=int(m), chunk=chunk, k_max=k_max)))
-                bar.update(1)
-        if len(finite) < len(ms):
-            key_inf = jax.random.fold_in(jax.random.fold_in(base, 1), c)
-            per_m[math.inf].append(_to_numpy(_infinite_chunk_errors(key_inf, train_covs, test_covs, ns_arr, params, chunk=chunk, k_max=k_max)))
-            bar.update(1)
-    means, ses, meds = [], [], []
-    for m in ms:
-        errs = np.moveaxis(np.concatenate(per_m[float(m)], axis=2), 2, 0)  # [P, S, N, K+1]
-        mean, se, med = _summaries(errs)
-        means.append(mean)
-        ses.append(se)
-        meds.append(med)
-    bar.close()
-    stackm = lambda xs: np.stack(xs, axis=2)  # [S, N, M, K+1]
-    ds = _dataset(train_covs, test_covs, ns, ms, k_max, stackm(means), stackm(ses), stackm(meds), params, alphas)
-    ds.attrs["prompts"] = int(n_chunks * chunk)
-    ds.attrs["engine"] = "ttscale.experiments.simulate"
-    return ds
-
-
-@functools.partial(jax.jit, static_argnames=("k_max",))
-def _theory_jit(train_covs, test_covs, ns, ms, params, *, k_max):
-    d = train_covs.d
-    ks = jnp.arange(k_max + 1)
-
-    def per_spectrum(cov, test, par_s):
-        def per_n(n, par_n):
-            P = _preconditioner(cov, n, par_n, d)
-            Sig = test.matrix()
-            lim = theory.limit_error(P, Sig, k_max)
-            one = jax.vmap(lambda m: theory.one_step_error(P, Sig, m))(ms)
-            cor = theory.cor35_bound(cov, n, ks)
-            over = theory.overthinking_term(theory.gamma(cov, n), Sig, ks)
-            return lim, one, cor, over, theory.iteration_matrix(P, Sig)
-
-        return jax.vmap(per_n)(ns, par_s)
-
-    return jax.vmap(per_spectrum)(train_covs, test_covs, params)
-
-
-def _theory(train_covs, test_covs, ns, ms, k_max, params):
-    """Closed forms per ``(spectrum, n)``: limit_error, one_step_error (per m), cor35_bound, overthinking_term, best_k.
-
-    ``best_k`` follows :func:`ttscale.theory.best_k` (argmin of ``limit_error`` over
-    ``k = 1..k_max``, ``nan`` as ``inf``; ``turns_up = k < k_max``; spectral radius of
-    ``I − PΣ``), computed from the same ``limit_error`` to spare a second compilation
-    (the tests check it equals ``theory.best_k``).
-    """
-    dtype = train_covs.dtype
-    lim, one, cor, over, B = map(_to_numpy, _theory_jit(
-        train_covs, test_covs, jnp.asarray(ns, dtype), jnp.asarray(ms, dtype), params, k_max=int(k_max)))
-    errs = np.where(np.isnan(lim[..., 1:]), np.inf, lim[..., 1:])
-    bk = np.argmin(errs, axis=-1) + 1
-    rho = np.max(np.abs(np.linalg.eigvals(B.astype(np.float64))), axis=-1).astype(lim.dtype)
-    return lim, one, cor, over, bk, bk < k_max, rho
-
-
-def _dataset(train_covs, test_covs, ns, ms, k_max, mean, se, med, params, alphas) -> xr.Dataset:
-    lim, one, cor, over, bk, up, rho = _theory(train_covs, test_covs, ns, ms, k_max, params)
-    S = train_covs.eigenvalues.shape[0]
-    dims4 = ("spectrum", "n", "m", "k")
-    alphas = np.full(S, np.nan) if alphas is None else np.asarray(alphas, float)
-    ds = xr.Dataset(
-        {
-            "mean": (dims4, mean),
-            "stderr": (dims4, se),
-            "median": (dims4, med),
-            "limit_error": (("spectrum", "n", "k"), lim),
-            "one_step_error": (("spectrum", "n", "m"), one),
-            "cor35_bound": (("spectrum", "n", "k"), cor),
-            "overthinking_term": (("spectrum", "n", "k"), over),
-            "best_k": (("spectrum", "n"), bk.astype(np.int64)),
-            "turns_up": (("spectrum", "n"), up.astype(bool)),
-            "spectral_radius": (("spectrum", "n"), rho),
-            "train_eigenvalues": (("spectrum", "i"), _to_numpy(train_covs.eigenvalues)),
-            "test_eigenvalues": (("spectrum", "i"), _to_numpy(test_covs.eigenvalues)),
-        },
-        coords={
-            "spectrum": np.arange(S),
-            "alpha": ("spectrum", alphas),
-            "hardness": ("spectrum", _to_numpy(spectra.hardness(train_covs)).astype(float)),
-            "n": np.asarray(ns, float),
-            "m": np.asarray(ms, float),
-            "k": np.arange(k_max + 1),
-        },
-    )
-    ds.attrs["ttscale_version"] = ttscale.__version__
-    ds.attrs["jax_version"] = jax.__version__
-    ds.attrs["devices"] = ", ".join(str(dv) for dv in jax.devices())
-    return ds
-
-
-def _sweep_engine():
-    """``ttscale.sweep.run_sweep`` if it exists and imports, else ``None`` (use :func:`simulate`)."""
-    try:
-        from ttscale.sweep import SweepSpec, run_sweep  # noqa: F401
-    except Exception:  # noqa: BLE001 - engine not ready: fall back to the core
-        return None
-    return SweepSpec, run_sweep
-
-
-def sweep(train, test, ns, ms, k_max, prompts, seed=0, chunk=1024, alphas=None, params=None, progress=False, desc="sweep"):
-    """One sweep: ``train`` (list of Covariance), ``test`` (list or ``"aligned"``/``"identity"``) → Dataset.
-
-    Uses the engine ``ttscale.sweep.run_sweep`` when available (``USE_SWEEP_ENGINE``), else
-    :func:`simulate`. Either way the result has the contract schema.
-    """
-    d = train[0].d
+    train = _covariance_list("train", train)
     if isinstance(test, str):
-        if test == "aligned":
-            test_list = list(train)
-        elif test == "identity":
-            test_list = [spectra.identity(d)] * len(train)
-        else:
+        if test not in ("aligned", "identity"):
             raise ValueError(f"test must be 'aligned', 'identity' or a list of Covariance, got {test!r}")
     else:
-        test_list = list(test)
-    engine = _sweep_engine() if USE_SWEEP_ENGINE and params is None else None
-    if engine is not None:
-        SweepSpec, run_sweep = engine
-        spec = SweepSpec(
-            d=d, family="explicit", covariances=tuple(train),
-            test=test if isinstance(test, str) else test_list[0],
-            ns=tuple(float(n) for n in ns), ms=tuple(float(m) for m in ms), k_max=int(k_max),
-            prompts=int(prompts), chunk=int(chunk), seed=int(seed), model="pseudo_newton",
-        )
-        ds = run_sweep(spec, out=None, progress=progress)
-        if alphas is not None:
-            ds = ds.assign_coords(alpha=("spectrum", np.asarray(alphas, float)))
-        return ds
-    return simulate(
-        spectra.stack(train), spectra.stack(test_list), ns, ms, k_max, prompts, seed, chunk,
-        params=params, alphas=alphas, progress=progress, desc=desc,
+        test = _covariance_list("test", test)
+    if alphas is not None and len(alphas) != len(train):
+        raise ValueError(f"alphas must have one entry per training spectrum ({len(train)}), got {len(alphas)}")
+    spec = SweepSpec(
+        d=train[0].d, family="explicit", covariances=tuple(train), test=test if isinstance(test, str) else tuple(test),
+        ns=tuple(ns), ms=tuple(ms), k_max=k_max, prompts=prompts, chunk=chunk, seed=seed,
+        model="pseudo_newton" if params is None else "trained", params=params, common_random_numbers=True,
     )
-
-
-USE_SWEEP_ENGINE = False  # switched on once ttscale.sweep is verified against simulate()
+    ds = run_sweep(spec, out=None, progress=progress)
+    if alphas is not None:
+        ds = ds.assign_coords(alpha=("spectrum", np.asarray(alphas, float)))
+    ds.attrs["prompts"] = spec.prompts
+    ds.attrs["engine"] = "ttscale.sweep.run_sweep"
+    ds.attrs["description"] = desc
+    return ds
 
 
 # ============================================================================ presets: configs
@@ -561,8 +311,9 @@ def compute_test_time_scaling(config: TestTimeScalingConfig, progress=False) -> 
     note = ""
     if config.train:
         params, note = _train_lsa(config, covs, progress)
-        if params is not None:
-            kw["prompts"] = max(256, config.prompts // 4)  # the literal LSA rollout is slower
+        m_fin = tuple(m for m in config.ms if math.isfinite(m))
+        if params is not None and m_fin:  # the literal LSA needs a finite prompt length: no m = inf column
+            kw.update(prompts=max(256, config.prompts // 4), ms=m_fin)  # the literal LSA rollout is slower
             trained = sweep(covs, "aligned", params=params, desc="trained LSA", **kw)
             models.append(trained.expand_dims(model=["trained"]))
     ds = xr.concat(models, dim="model", data_vars="all", coords="minimal", compat="override", join="outer")
@@ -724,7 +475,8 @@ def claims_scaling_law(ds: xr.Dataset) -> list[Claim]:
     lim = ds["limit_error"].sel(k=slice(1, None))
     cor = ds["cor35_bound"].sel(k=slice(1, None))
     viol = float(((lim - cor) / cor).max())
-    ident = [s for s in ds.spectrum.values if abs(float(ds.hardness.sel(spectrum=s)) - ds.sizes.get("i", 0)) < 1e-3 or float(ds.alpha.sel(spectrum=s)) == 0.0]
+    d = float(ds["limit_error"].sel(k=0).max())  # ||I||_F² = d
+    ident = [s for s in ds.spectrum.values if abs(float(ds.hardness.sel(spectrum=s)) - d) < 1e-3 * d or float(ds.alpha.sel(spectrum=s)) == 0.0]
     tight = float((np.abs(lim - cor) / cor).sel(spectrum=ident).max()) if ident else math.nan
     ok = viol <= 1e-3 and (not ident or tight <= 1e-3)
     out.append(Claim(
@@ -1352,7 +1104,7 @@ def reproduce(names: Optional[Sequence[str]] = None, size: str = "quick", out="r
 
 __all__ = [
     "Claim", "Preset", "PresetResult", "REGISTRY", "register", "run_preset", "reproduce", "load_dataset",
-    "simulate", "sweep", "crossing_k", "matching_k_interval", "argmin_set", "config_hash",
+    "sweep", "crossing_k", "matching_k_interval", "argmin_set", "config_hash",
     "TestTimeScalingConfig", "ScalingLawConfig", "Theorem33Config", "OverthinkingConfig", "BestKConfig",
     "HOLDS", "FAILS", "PARTLY", "SKIPPED",
 ]

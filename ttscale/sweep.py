@@ -444,8 +444,10 @@ def closed_forms(spec: SweepSpec) -> dict[str, np.ndarray]:
     (``d − 2 tr(PΣ) + tr(P E[S_m²] Pᵀ) + σ² tr(PΣPᵀ)/m``), ``cor35_bound [S, N, K+1]``
     (``d (1 + n/(1 + Hard Λ))^{-2k}``), ``overthinking_term [S, N, K+1]`` (``tr M^{2k}``,
     ``M = I − Γ^{-1/2} Σ Γ^{-1/2}``; ``Γ = sym(P)⁻¹`` for trained parameters), ``best_k [S, N]``
-    (argmin over ``k = 1..k_max`` of ``limit_error``; 0 if ``k_max = 0``) and ``hardness [S]``
-    of the training spectra. The same formulas as :mod:`ttscale.theory` (tests compare them),
+    (argmin over ``k = 1..k_max`` of ``limit_error``; 0 if ``k_max = 0``), ``turns_up [S, N]``
+    (``best_k < k_max``: the m → ∞ error has turned up within the horizon, as
+    :func:`ttscale.theory.best_k`), ``spectral_radius [S, N]`` (``max |eig(I − PΣ)|``; > 1 means
+    the m → ∞ error eventually diverges) and ``hardness [S]`` of the training spectra. The same formulas as :mod:`ttscale.theory` (tests compare them),
     evaluated on the host: a few milliseconds, no compilation.
     """
     d, k_max = spec.d, spec.k_max
@@ -495,12 +497,18 @@ def closed_forms(spec: SweepSpec) -> dict[str, np.ndarray]:
         best = np.argmin(limit[..., 1:], axis=-1) + 1
     else:
         best = np.zeros(limit.shape[:-1], dtype=np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite_B = np.all(np.isfinite(B), axis=(-2, -1))
+        eig_B = np.linalg.eigvals(np.where(finite_B[..., None, None], B, 0.0))
+        radius = np.where(finite_B, np.max(np.abs(eig_B), axis=-1), np.inf)
     return {
         "limit_error": limit,
         "one_step_error": one,
         "cor35_bound": cor,
         "overthinking_term": over,
         "best_k": best.astype(np.int64),
+        "turns_up": best < k_max,
+        "spectral_radius": radius,
         "hardness": hard,
     }
 
@@ -904,7 +912,8 @@ def run_sweep(spec: SweepSpec, out=None, progress: bool = True):
     ``alpha`` and ``hardness`` (on ``spectrum``), ``n``, ``m`` (floats, ``inf`` allowed), ``k``;
     variables ``mean``, ``stderr``, ``median [spectrum, n, m, k]`` (Monte Carlo over
     ``spec.prompts`` prompts), ``limit_error``, ``cor35_bound``, ``overthinking_term
-    [spectrum, n, k]``, ``one_step_error [spectrum, n, m]``, ``best_k [spectrum, n]``; attrs
+    [spectrum, n, k]``, ``one_step_error [spectrum, n, m]``, ``best_k``, ``turns_up``,
+    ``spectral_radius [spectrum, n]``; attrs
     ``spec`` (``SweepSpec.to_json``), ``spec_identity``, ``ttscale_version``, ``jax_version``,
     ``devices``.
 
@@ -1082,6 +1091,8 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
             "cor35_bound": (("spectrum", "n", "k"), forms["cor35_bound"].astype(np_dtype)),
             "overthinking_term": (("spectrum", "n", "k"), forms["overthinking_term"].astype(np_dtype)),
             "best_k": (("spectrum", "n"), forms["best_k"]),
+            "turns_up": (("spectrum", "n"), forms["turns_up"]),
+            "spectral_radius": (("spectrum", "n"), forms["spectral_radius"].astype(np_dtype)),
         },
         coords={
             "spectrum": np.arange(S),
@@ -1115,6 +1126,8 @@ _DESCRIPTIONS = {
     "cor35_bound": "Corollary 3.5: d (1 + n/(1 + Hard))^(-2k)",
     "overthinking_term": "Remark 4.1: tr(M^(2k)), M = I - Gamma^(-1/2) Sigma Gamma^(-1/2)",
     "best_k": "argmin over k = 1..k_max of limit_error",
+    "turns_up": "best_k < k_max: the m -> inf error turns up within the horizon",
+    "spectral_radius": "max |eig(I - P Sigma)| (> 1: the m -> inf error eventually diverges)",
 }
 
 
