@@ -25,20 +25,26 @@ def test_literal_lsa_cot_equals_pseudo_newton(dtype, seed, d, n, m, k, a_train, 
     P = tts.gamma_inverse(Lam, n)
     params = tts.optimal_params(tts.gamma(Lam, n), c=0.8)
     prompts = tts.sample_prompts(k3, Sigma, m, 4)
-    newton = jax.vmap(lambda X, y: tts.pseudo_newton_estimates(P, X, y, k))(prompts.X, prompts.y)
+
+    @jax.jit  # one compilation for every path of this case
+    def all_paths(P, params, prompts):
+        newton = jax.vmap(lambda X, y: tts.pseudo_newton_estimates(P, X, y, k))(prompts.X, prompts.y)
+        lsa = {method: jax.vmap(lambda X, y: tts.lsa_estimates(params, X, y, k, method=method))(prompts.X, prompts.y)
+               for method in cot.LSA_METHODS}
+        return newton, lsa, tts.pseudo_newton_errors(P, prompts, k), tts.lsa_errors(params, prompts, k)
+
+    newton, lsa_paths, errs, lsa_errs = all_paths(P, params, prompts)
     tol = 2e-4 if dtype == jnp.float32 else 1e-11
     scale = float(jnp.max(jnp.abs(newton))) + 1.0
-    for method in cot.LSA_METHODS:
-        lsa = jax.vmap(lambda X, y: tts.lsa_estimates(params, X, y, k, method=method))(prompts.X, prompts.y)
+    for method, lsa in lsa_paths.items():
         np.testing.assert_allclose(lsa, newton, atol=tol * scale, rtol=0, err_msg=method)
     # closed form w_k = (I - (I - P S)^k) w
     S = jnp.einsum("bim,bjm->bij", prompts.X, prompts.X) / m
     B = jnp.eye(d, dtype=dtype) - P @ S
     closed = prompts.w - jnp.einsum("bij,bj->bi", jnp.linalg.matrix_power(B, k), prompts.w)
     np.testing.assert_allclose(newton[:, -1], closed, atol=tol * scale * 10, rtol=0)
-    errs = tts.pseudo_newton_errors(P, prompts, k)
     np.testing.assert_allclose(errs, tts.squared_errors(newton, prompts.w), rtol=tol * 50, atol=tol * 50)
-    np.testing.assert_allclose(tts.lsa_errors(params, prompts, k), errs, rtol=tol * 50, atol=tol * 50)
+    np.testing.assert_allclose(lsa_errs, errs, rtol=tol * 50, atol=tol * 50)
 
 
 @pytest.mark.parametrize("m", [3, 20, 100])

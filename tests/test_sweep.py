@@ -445,3 +445,30 @@ def test_cli_writes_the_same_dataset(tmp_path, base_ds, capsys):
     assert "wrote" in capsys.readouterr().out
     assert main(["sweep", "--m", "40,inf", "--model", "lsa", "--no-progress"]) == 2
     assert "inf" in capsys.readouterr().err
+
+
+def test_prompt_blocked_group_iteration_equals_unblocked():
+    """Loop tiling over prompts (cache-resident blocks) changes no number."""
+    d, b, G, k = 5, 24, 3, 6
+    key = jax.random.key(3)
+    stats = sweep.prompt_stats(key, jnp.arange(b), d, 11, jnp.float32, noisy=True)
+    A = jnp.abs(jax.random.normal(jax.random.key(4), (G, d))) + 0.5
+    P = jnp.abs(jax.random.normal(jax.random.key(5), (G, d))) * 0.3
+    blocked = sweep.pseudo_newton_group_errors(stats, A, P, 0.2, k, True, True)
+    whole = sweep._group_errors_block(stats, A, P, 0.2, k, True, True)
+    assert blocked.shape == (G, b, k + 1)
+    np.testing.assert_allclose(blocked, whole, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 5), (2, 4, 8, 6), (1, 2, 3)])
+def test_summarize_matches_error_curve(shape):
+    rng = np.random.default_rng(1)
+    e = rng.exponential(size=shape).astype(np.float32)
+    e[..., 0, 1] = np.inf
+    e[..., 1, 2] = np.nan
+    ref = tts.error_curve(jnp.asarray(np.moveaxis(e, -2, 0)))
+    for got, want in zip(sweep.summarize(e), ref):
+        want = np.asarray(want)
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        finite = np.isfinite(want)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6)

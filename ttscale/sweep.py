@@ -602,7 +602,27 @@ def pseudo_newton_errors_from_stats(stats, sqrt_cov, P, noise, k_max: int, diag_
     return jnp.where(jnp.isnan(errs), jnp.inf, errs)
 
 
+_PROMPT_BLOCK = 8  # prompts per cache-resident block of the grouped iteration (measured: 8 beat 4096 by ~2-4x on CPU)
+
+
 def pseudo_newton_group_errors(stats, sqrt_cov, P, noise, k_max: int, diag_cov: bool, diag_P: bool):
+    """:func:`_group_errors_block` over blocks of ``_PROMPT_BLOCK`` prompts → ``[G, b, k_max + 1]``.
+
+    Running all ``k_max`` steps on a small block of prompts before moving on keeps ``S_Z`` and
+    the ``[block, d, G]`` state in cache (loop tiling); the arithmetic is unchanged, so the
+    result equals the unblocked iteration exactly.
+    """
+    b = stats[3].shape[0]
+    block = max(size for size in range(1, min(_PROMPT_BLOCK, b) + 1) if b % size == 0)
+    if block == b:
+        return _group_errors_block(stats, sqrt_cov, P, noise, k_max, diag_cov, diag_P)
+    blocked = jax.tree_util.tree_map(lambda x: x.reshape((b // block, block) + x.shape[1:]), stats)
+    out = jax.lax.map(lambda st: _group_errors_block(st, sqrt_cov, P, noise, k_max, diag_cov, diag_P), blocked)
+    G = out.shape[1]
+    return jnp.moveaxis(out, 0, 1).reshape(G, b, k_max + 1)
+
+
+def _group_errors_block(stats, sqrt_cov, P, noise, k_max: int, diag_cov: bool, diag_P: bool):
     """:func:`pseudo_newton_errors_from_stats` for ``G`` cells sharing one set of prompts → ``[G, b, k_max + 1]``.
 
     Common random numbers: ``S_Z [b, d, d]`` is shared, so the state is laid out
@@ -876,19 +896,31 @@ def summarize(errors: np.ndarray):
 
     Same conventions as :func:`ttscale.cot.error_curve`: ``nan`` counts as ``inf``; a cell
     with any ``inf`` has mean and standard error ``inf``; the median stays finite while fewer
-    than half of the prompts diverge. Sums in float64.
+    than half of the prompts diverge. Sums accumulate in float64 (two-pass variance) without a
+    float64 copy of the whole array; the median is a partition along a contiguous axis.
     """
-    errs = np.where(np.isnan(errors), np.inf, errors)
-    n = errs.shape[-2]
-    e64 = errs.astype(np.float64)
-    finite = np.all(np.isfinite(e64), axis=-2)
+    errs = np.ascontiguousarray(np.swapaxes(errors, -1, -2))  # [..., k, prompts], a private copy
+    np.copyto(errs, np.inf, where=np.isnan(errs))
+    n = errs.shape[-1]
+    finite = np.isfinite(errs).all(axis=-1)
     with np.errstate(invalid="ignore", over="ignore"):
-        mean = e64.sum(axis=-2) / n
-        centred = np.where(np.isfinite(e64), e64 - np.where(finite, mean, 0.0)[..., None, :], 0.0)
-        var = np.sum(centred**2, axis=-2) / (n - 1)
+        mean = errs.sum(axis=-1, dtype=np.float64) / n
+        centre = np.where(finite, mean, 0.0)[..., None]
+        ss = np.zeros(mean.shape)
+        for lo in range(0, n, 1024):  # bounded float64 temporaries
+            block = errs[..., lo:lo + 1024].astype(np.float64) - centre
+            ss += np.einsum("...i,...i->...", block, block)
+        var = ss / (n - 1)
     stderr = np.where(finite, np.sqrt(var / n), np.inf)
-    median = np.median(errs, axis=-2)
-    return mean.astype(errors.dtype), stderr.astype(errors.dtype), median.astype(errors.dtype)
+    half = n // 2
+    if n % 2:
+        errs.partition(half, axis=-1)
+        median = errs[..., half].astype(np.float64)
+    else:
+        errs.partition([half - 1, half], axis=-1)
+        median = 0.5 * (errs[..., half - 1].astype(np.float64) + errs[..., half])
+    dtype = errors.dtype
+    return mean.astype(dtype), stderr.astype(dtype), median.astype(dtype)
 
 
 # ============================================================================ driver
