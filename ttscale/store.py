@@ -21,6 +21,7 @@ Only the process with ``jax.process_index() == 0`` writes (the caller decides th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -84,13 +85,17 @@ def _mismatch(where: str, stored: str, wanted: str) -> SpecMismatchError:
     )
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+@contextlib.contextmanager
+def atomic_file(path: str, suffix: str = ""):
+    """Open a temporary file beside ``path`` for binary writing; on success fsync it and ``os.replace`` it onto ``path``.
+
+    A crash at any point leaves either the old file or the new one, never a partial one.
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -98,6 +103,12 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as fh:
+        fh.write(data)
 
 
 class PartialStore:
@@ -133,18 +144,8 @@ class PartialStore:
     def save(self, m_index: int, start: int, stop: int, errors: np.ndarray) -> None:
         """Atomically store per-prompt errors ``[spectrum, n, stop − start, k]`` of one chunk."""
         path = os.path.join(self.directory, self.chunk_name(m_index, start, stop))
-        directory = self.directory
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, np.ascontiguousarray(errors))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_file(path, suffix=".npy") as fh:
+            np.save(fh, np.ascontiguousarray(errors))
 
     def load(self, m_index: int, start: int, stop: int) -> np.ndarray:
         return np.load(os.path.join(self.directory, self.chunk_name(m_index, start, stop)))
