@@ -407,14 +407,17 @@ def test_unwritable_out_is_refused_before_compute(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "_run", lambda *a, **k: pytest.fail("compute started"))
     with pytest.raises(ValueError, match="directory"):
         run_sweep(base_spec(), out=tmp_path, progress=False)
+    blocker = tmp_path / "a_file"  # a parent that is a regular file cannot be created, even by root
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="cannot create the directory"):
+        run_sweep(base_spec(), out=blocker / "sub" / "x.nc", progress=False)
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        if os.access(locked, os.W_OK):  # running as root: permissions are not enforced
-            pytest.skip("permissions not enforced for this user")
-        with pytest.raises(ValueError, match="not writable"):
-            run_sweep(base_spec(), out=locked / "x.nc", progress=False)
+        if not os.access(locked, os.W_OK):  # permissions are enforced (not root)
+            with pytest.raises(ValueError, match="not writable"):
+                run_sweep(base_spec(), out=locked / "x.nc", progress=False)
     finally:
         locked.chmod(0o700)
     with pytest.raises(TypeError, match="spec"):
