@@ -58,7 +58,8 @@ echo "# python: $PY; $("$PY" -c 'import jax; print("jax", jax.__version__, jax.d
 "$PY" "$ROOT/benchmarks/gpu_sweep.py" "${SWEEP_ARGS[@]}" --json "$OUT/gpu_sweep.json" 2>&1 | tee -a "$LOG"
 
 if [ -f "$ROOT/benchmarks/gpu_gpt2.py" ]; then
-  if [ "$CPU" = 1 ]; then GPT_ARGS=(--quick); else GPT_ARGS=(); fi
+  if [ "$CPU" = 1 ]; then GPT_ARGS=(--size tiny); else GPT_ARGS=(--size full); fi
+  GPT_ARGS+=(--out "$OUT/gpt2" --no-progress)
   "$PY" "$ROOT/benchmarks/gpu_gpt2.py" "${GPT_ARGS[@]}" 2>&1 | tee -a "$LOG" || echo "# gpu_gpt2.py failed (see above)" | tee -a "$LOG"
 else
   echo "# benchmarks/gpu_gpt2.py not present: GPT-2 part skipped" | tee -a "$LOG"
