@@ -70,6 +70,40 @@ def _legend_n(ax, ns, extra=()):
 
 
 # ============================================================================ generic sweep plots
+def _error_vs_k_grid(ds, title, ylabel, stat="mean", panel_size=(3.6, 2.9), per_curve=None, per_panel=None):
+    """Grid of error-vs-k panels, rows = spectrum, columns = m; returns ``(fig, axes)``.
+
+    In each panel, per ``n`` (colour :func:`n_colour`): the simulated ``stat`` (band ±1 s.e. for
+    the mean) and ``limit_error`` dashed. ``per_curve(ax, s, n, m, colour)`` and
+    ``per_panel(ax, s, m)`` add figure-specific marks; ``title(s, m)`` names a panel.
+    """
+    S, M = ds.sizes["spectrum"], ds.sizes["m"]
+    fig, axes = plt.subplots(S, M, figsize=(panel_size[0] * M, panel_size[1] * S), squeeze=False, sharex=True)
+    k = ds.k.values
+    for i, s in enumerate(ds.spectrum.values):
+        for j, m in enumerate(ds.m.values):
+            ax = axes[i, j]
+            for n in ds.n.values:
+                c = n_colour(n)
+                cur = ds.sel(spectrum=s, n=n, m=m)
+                se = cur["stderr"].values if stat == "mean" else np.zeros(len(k))
+                _band(ax, k, cur[stat].values, se, c)
+                if "limit_error" in ds:
+                    ax.plot(k, _positive(ds["limit_error"].sel(spectrum=s, n=n).values), "--", color=c, lw=1)
+                if per_curve is not None:
+                    per_curve(ax, s, n, m, c)
+            if per_panel is not None:
+                per_panel(ax, s, m)
+            ax.set_yscale("log")
+            ax.set_title(title(s, m), fontsize=8)
+            ax.grid(alpha=0.3, which="both", lw=0.4)
+            if i == S - 1:
+                ax.set_xlabel("CoT steps k")
+            if j == 0:
+                ax.set_ylabel(ylabel)
+    return fig, axes
+
+
 def plot_error_curves(ds: xr.Dataset, stat: str = "mean") -> plt.Figure:
     """Error vs ``k`` per ``n`` (log scale), one panel per ``(spectrum, m)``; ``limit_error`` dashed.
 
@@ -81,25 +115,8 @@ def plot_error_curves(ds: xr.Dataset, stat: str = "mean") -> plt.Figure:
         raise ValueError(f"stat must be 'mean' or 'median', got {stat!r}")
     if "model" in ds.dims:
         ds = ds.isel(model=0)
-    S, M = ds.sizes["spectrum"], ds.sizes["m"]
-    fig, axes = plt.subplots(S, M, figsize=(3.6 * M, 2.9 * S), squeeze=False, sharex=True)
-    k = ds.k.values
-    for i, s in enumerate(ds.spectrum.values):
-        for j, m in enumerate(ds.m.values):
-            ax = axes[i, j]
-            for n in ds.n.values:
-                cur = ds.sel(spectrum=s, n=n, m=m)
-                se = cur["stderr"].values if stat == "mean" else np.zeros(len(k))
-                _band(ax, k, cur[stat].values, se, n_colour(n))
-                if "limit_error" in ds:
-                    ax.plot(k, _positive(ds["limit_error"].sel(spectrum=s, n=n).values), "--", color=n_colour(n), lw=1)
-            ax.set_yscale("log")
-            ax.set_title(f"{_spectrum_title(ds, s)}, {_fmt_m(float(m))}", fontsize=8)
-            ax.grid(alpha=0.3, which="both", lw=0.4)
-            if i == S - 1:
-                ax.set_xlabel("CoT steps k")
-            if j == 0:
-                ax.set_ylabel(f"{stat} ||ŵ_k − w||²")
+    fig, axes = _error_vs_k_grid(ds, lambda s, m: f"{_spectrum_title(ds, s)}, {_fmt_m(float(m))}",
+                                 f"{stat} ||ŵ_k − w||²", stat=stat)
     extra = [Line2D([], [], color="k", lw=1.6, label=f"simulation ({stat})"), Line2D([], [], color="k", ls="--", lw=1, label="theory m → ∞")]
     _legend_n(axes[0, 0], ds.n.values, extra)
     fig.tight_layout()
@@ -165,31 +182,19 @@ def plot_test_time_scaling(ds: xr.Dataset) -> plt.Figure:
 
     models = list(ds.model.values) if "model" in ds.dims else [None]
     opt = ds.sel(model="optimum") if "model" in ds.dims else ds
-    S, M = ds.sizes["spectrum"], ds.sizes["m"]
-    fig, axes = plt.subplots(S, M, figsize=(3.8 * M, 3.0 * S), squeeze=False, sharex=True)
     k = ds.k.values
-    for i, s in enumerate(ds.spectrum.values):
-        for j, m in enumerate(ds.m.values):
-            ax = axes[i, j]
-            for n in ds.n.values:
-                c = n_colour(n)
-                cur = opt.sel(spectrum=s, n=n, m=m)
-                _band(ax, k, cur["mean"].values, cur["stderr"].values, c)
-                ax.plot(k, _positive(opt["limit_error"].sel(spectrum=s, n=n).values), "--", color=c, lw=1)
-                if "trained" in models:
-                    tr = ds.sel(model="trained", spectrum=s, n=n, m=m)
-                    ax.plot(k, _positive(tr["mean"].values), "o", color=c, ms=2.8, mfc="none", mew=0.8)
-            if 30.0 in opt.n.values:
-                level = float(opt["mean"].sel(spectrum=s, n=30.0, m=m, k=1))
-                ax.axhline(level, color="0.4", ls=":", lw=1)
-            ax.set_yscale("log")
-            ax.set_ylim(bottom=max(np.nanmin(_positive(opt["mean"].sel(spectrum=s, m=m).values)), 1e-6))
-            ax.set_title(f"Λ = Σ: {_spectrum_title(ds, s)}, {_fmt_m(float(m))}", fontsize=8)
-            ax.grid(alpha=0.3, which="both", lw=0.4)
-            if i == S - 1:
-                ax.set_xlabel("CoT steps k")
-            if j == 0:
-                ax.set_ylabel("E||ŵ_k − w||²")
+
+    def trained_dots(ax, s, n, m, c):
+        if "trained" in models:
+            ax.plot(k, _positive(ds.sel(model="trained", spectrum=s, n=n, m=m)["mean"].values), "o", color=c, ms=2.8, mfc="none", mew=0.8)
+
+    def n30_level(ax, s, m):
+        if 30.0 in opt.n.values:
+            ax.axhline(float(opt["mean"].sel(spectrum=s, n=30.0, m=m, k=1)), color="0.4", ls=":", lw=1)
+        ax.set_ylim(bottom=max(np.nanmin(_positive(opt["mean"].sel(spectrum=s, m=m).values)), 1e-6))
+
+    fig, axes = _error_vs_k_grid(opt, lambda s, m: f"Λ = Σ: {_spectrum_title(ds, s)}, {_fmt_m(float(m))}", "E||ŵ_k − w||²",
+                                 panel_size=(3.8, 3.0), per_curve=trained_dots, per_panel=n30_level)
     extra = [
         Line2D([], [], color="k", lw=1.6, label="optimum Γ⁻¹ (sim., ±s.e.)"),
         Line2D([], [], color="k", ls="--", lw=1, label="theory m → ∞"),
@@ -250,27 +255,17 @@ def plot_overthinking(ds: xr.Dataset) -> plt.Figure:
     """Figure 4: error vs k per n; rows = training spectrum, columns = m; mean (solid, band), median (dotted), m → ∞ theory dashed."""
     from matplotlib.lines import Line2D
 
-    S, M = ds.sizes["spectrum"], ds.sizes["m"]
-    fig, axes = plt.subplots(S, M, figsize=(3.6 * M, 2.8 * S), squeeze=False, sharex=True)
     k = ds.k.values
-    for i, s in enumerate(ds.spectrum.values):
-        for j, m in enumerate(ds.m.values):
-            ax = axes[i, j]
-            for n in ds.n.values:
-                c = n_colour(n)
-                cur = ds.sel(spectrum=s, n=n, m=m)
-                _band(ax, k, cur["mean"].values, cur["stderr"].values, c)
-                ax.plot(k, _positive(cur["median"].values), ":", color=c, lw=1.3)
-                ax.plot(k, _positive(ds["limit_error"].sel(spectrum=s, n=n).values), "--", color=c, lw=0.9)
-                kstar = int(np.nanargmin(np.where(np.isfinite(cur["mean"].values[1:]), cur["mean"].values[1:], np.inf))) + 1
-                ax.plot([kstar], [float(cur["mean"].sel(k=kstar))], "v", color=c, ms=5)
-            ax.set_yscale("log")
-            ax.set_title(f"train {_spectrum_title(ds, s)}, Σ = I, {_fmt_m(float(m))}", fontsize=7.5)
-            ax.grid(alpha=0.3, which="both", lw=0.4)
-            if i == S - 1:
-                ax.set_xlabel("CoT steps k")
-            if j == 0:
-                ax.set_ylabel("||ŵ_k − w||²")
+
+    def median_and_argmin(ax, s, n, m, c):
+        cur = ds.sel(spectrum=s, n=n, m=m)
+        ax.plot(k, _positive(cur["median"].values), ":", color=c, lw=1.3)
+        mean = cur["mean"].values[1:]
+        kstar = int(np.nanargmin(np.where(np.isfinite(mean), mean, np.inf))) + 1
+        ax.plot([kstar], [float(cur["mean"].sel(k=kstar))], "v", color=c, ms=5)
+
+    fig, axes = _error_vs_k_grid(ds, lambda s, m: f"train {_spectrum_title(ds, s)}, Σ = I, {_fmt_m(float(m))}", "||ŵ_k − w||²",
+                                 panel_size=(3.6, 2.8), per_curve=median_and_argmin)
     extra = [Line2D([], [], color="k", lw=1.6, label="mean ±s.e."), Line2D([], [], color="k", ls=":", lw=1.3, label="median"),
              Line2D([], [], color="k", ls="--", lw=0.9, label="theory m → ∞"), Line2D([], [], color="k", marker="v", ls="", label="argmin of mean")]
     _legend_n(axes[0, 0], ds.n.values, extra)
