@@ -584,22 +584,9 @@ def pseudo_newton_errors_from_stats(stats, sqrt_cov, P, noise, k_max: int, diag_
     (``U diag(√λ)`` dense ``[d, d]``, or ``√λ [d]`` when ``diag_cov``) and ``P`` dense or
     diagonal. Identical in exact arithmetic to :func:`ttscale.cot.pseudo_newton_errors` on
     the prompts ``X = A Z``, ``y = Xᵀ w + σ ε``. ``nan`` is reported as ``inf``.
+    The single-cell case of :func:`pseudo_newton_group_errors` (``G = 1``).
     """
-    S_Z, g, _, w = stats
-    xi = None if (S_Z is None or noise is None) else noise * _apply(sqrt_cov, g, diag_cov)
-
-    def step(e, _):
-        u = _apply(sqrt_cov, e, diag_cov, transpose=True)
-        v = u if S_Z is None else jnp.einsum("bij,bj->bi", S_Z, u)
-        r = _apply(sqrt_cov, v, diag_cov)
-        if xi is not None:
-            r = r - xi
-        e = e - _apply(P, r, diag_P)
-        return e, jnp.sum(e * e, axis=-1)
-
-    _, errs = jax.lax.scan(step, -w, None, length=k_max)
-    errs = jnp.concatenate([jnp.sum(w * w, axis=-1)[None], errs], axis=0).T
-    return jnp.where(jnp.isnan(errs), jnp.inf, errs)
+    return pseudo_newton_group_errors(stats, sqrt_cov[None], P[None], noise, k_max, diag_cov, diag_P)[0]
 
 
 _PROMPT_BLOCK = 8  # prompts per cache-resident block of the grouped iteration (measured: 8 beat 4096 by ~2-4x on CPU)
