@@ -246,8 +246,19 @@ def write_json(path: str | None, payload: dict) -> None:
     Path(path).write_text(json.dumps(payload, indent=2, default=default))
 
 
+def setup_devices(args) -> int:
+    """``ttscale.use_cpu_cores(args.cpu_devices)`` before any JAX work (as the ``ttscale`` CLI does); prints the count."""
+    from ttscale.devices import use_cpu_cores
+
+    n = use_cpu_cores(args.cpu_devices, warn=args.cpu_devices is not None)
+    print(f"# XLA CPU devices: {n} (ttscale.use_cpu_cores; --cpu-devices to change)")
+    return n
+
+
 def common_arguments(parser, repeats: int = 3) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, seconds)")
+    parser.add_argument("--cpu-devices", type=int, default=None,
+                        help="XLA CPU devices the sweeps shard over (default: one per usable core, as the ttscale CLI)")
     parser.add_argument("--repeats", type=int, default=repeats, help=f"timed repeats, median reported (default {repeats})")
     parser.add_argument("--json", type=str, default=None, help="also write the figures to this JSON file")
     parser.add_argument("--no-peak", action="store_true", help="skip the matmul-peak measurement")

@@ -72,42 +72,69 @@ def run_ttscale(fields: dict):
 
 
 def rng_seconds_jax(cells: int, prompts: int, d: int, m: int, chunk: int | None, repeats: int) -> float:
-    """Seconds to draw the independent scheme's normals (``cells × prompts × (d m + d)``) with JAX.
+    """Seconds ttscale's sampler takes to draw the independent scheme's normals alone.
 
-    One jitted draw per (cell, chunk), materialised (``block_until_ready``), as the engine must.
+    ``cells × prompts × (d m + d)`` normals with :func:`ttscale.rng.prompt_normals` (the engine's
+    streams: ``Z`` and ``w``), one compiled call per chunk, prompts sharded over the devices as
+    in the engine; each cell's draws are reduced to a sum so they are computed but not stored.
     """
     import jax
     import jax.numpy as jnp
+    from jax.sharding import PartitionSpec
 
-    chunk = min(chunk or prompts, prompts)
-    n_chunks = -(-prompts // chunk)
+    from ttscale import rng, sweep
 
-    @jax.jit
-    def draw(key):
-        kz, kw = jax.random.split(key)
-        return jax.random.normal(kz, (chunk, d, m), jnp.float32), jax.random.normal(kw, (chunk, d), jnp.float32)
+    n_dev = jax.device_count()
+    chunk = min(chunk or 4096, prompts)
+    batch = -(-chunk // n_dev) * n_dev
+    local = batch // n_dev
+    mesh = sweep._mesh(n_dev)
 
-    jax.block_until_ready(draw(jax.random.key(0)))
+    def device(keys, start):
+        first = start + (jax.lax.axis_index("prompts") * local).astype(jnp.uint32)
+
+        def one(k):
+            key = jax.random.wrap_key_data(k)
+            z = rng.prompt_normals(key, first, local, d * m, jnp.float32, stream=0)
+            w = rng.prompt_normals(key, first, local, d, jnp.float32, stream=2)
+            return jnp.sum(z) + jnp.sum(w)
+
+        return jax.lax.map(one, keys)[None]
+
+    draw = jax.jit(sweep._shard_map(device, mesh, in_specs=(PartitionSpec(), PartitionSpec()),
+                                    out_specs=PartitionSpec("prompts")))
+    keys = jax.random.key_data(jax.random.split(jax.random.key(0), cells))
+    starts = range(0, prompts, chunk)
+    jax.block_until_ready(draw(keys, jnp.uint32(0)))
     times = []
-    for r in range(repeats):
+    for _ in range(repeats):
         t0 = time.perf_counter()
-        for i in range(cells * n_chunks):
-            jax.block_until_ready(draw(jax.random.key(i + r)))
+        for st in starts:
+            jax.block_until_ready(draw(keys, jnp.uint32(st)))
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
 
 
-def memory_probe(args, alphas, ns, model: str, configs) -> list[dict]:
-    """Max RSS of ``run_sweep`` in a fresh subprocess per ``(prompts, chunk)``; plus an import-only floor."""
+def memory_probe(args, alphas, ns, model: str, configs, host_memory_mib: int | None = None) -> list[dict]:
+    """Max RSS of ``run_sweep`` in a fresh subprocess per ``(prompts, chunk)`` (CRN scheme: the
+    cheaper one, same memory layout); plus an import-only floor.
+
+    ``host_memory_mib`` sets ``ttscale.sweep.HOST_MEMORY`` in the child (the budget for
+    per-prompt errors beyond which they spill to disk), so the bound shows at small sizes.
+    """
+    setup = "import ttscale\nttscale.use_cpu_cores()\nimport ttscale.sweep as sw\n"
+    if host_memory_mib is not None:
+        setup += f"sw.HOST_MEMORY = {int(host_memory_mib)} * 2**20\n"
     rows = []
-    floor = bc.peak_rss_mib_of("import jax, numpy; import ttscale, ttscale.sweep; jax.numpy.zeros(1).block_until_ready()")
+    floor = bc.peak_rss_mib_of(setup + "import jax, numpy; jax.numpy.zeros(1).block_until_ready()")
     rows.append({"prompts": 0, "chunk": 0, "maxrss_mib": floor["maxrss_mib"], "note": "imports only"})
     for prompts, chunk in configs:
-        fields = spec_fields(args, alphas, ns, "independent", model, prompts=prompts, chunk=chunk)
-        code = ("import bench_sweep as bs\n"
-                f"bs.run_ttscale({fields!r})\n")
+        fields = spec_fields(args, alphas, ns, "crn", model, prompts=prompts, chunk=chunk)
+        code = setup + "import bench_sweep as bs\n" + f"bs.run_ttscale({fields!r})\n"
         res = bc.peak_rss_mib_of(code)
-        rows.append({"prompts": prompts, "chunk": chunk, "maxrss_mib": res["maxrss_mib"]})
+        per_prompt_mib = len(alphas) * len(ns) * (args.k_max + 1) * 4 * prompts / 2**20
+        rows.append({"prompts": prompts, "chunk": chunk, "maxrss_mib": res["maxrss_mib"],
+                     "per_prompt_errors_mib": per_prompt_mib})
     return rows
 
 
@@ -125,12 +152,15 @@ def build_parser(model: str) -> argparse.ArgumentParser:
     p.add_argument("--schemes", type=str, default="crn,independent")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory", action="store_true", help="probe peak RSS per (prompts, chunk) in subprocesses")
+    p.add_argument("--host-memory-mib", type=int, default=64,
+                   help="sweep.HOST_MEMORY in the memory probe (MiB; default 64 so the bound shows at these sizes)")
     bc.common_arguments(p)
     return p
 
 
 def main(argv=None, model: str = "pseudo_newton", name: str = "sweep-A") -> dict:
     args = build_parser(model).parse_args(argv)
+    bc.setup_devices(args)
     if args.quick:
         args.d, args.alpha, args.n, args.m, args.k_max = 6, "0:2:3", "5,20", 12, 6
         args.prompts = min(args.prompts, 256)
@@ -189,7 +219,7 @@ def main(argv=None, model: str = "pseudo_newton", name: str = "sweep-A") -> dict
             rng_jax = rng_seconds_jax(cells, args.prompts, d, m, args.chunk, args.repeats)
             share_tt = rng_jax / tt["median_s"]
             extra = (f"  RNG share (independent): NumPy {100 * share_np:.0f}% ({bres.rng_seconds:.2f} s of the last run); "
-                     f"JAX draw of the same normals alone {rng_jax:.2f} s = {100 * share_tt:.0f}% of ttscale's median")
+                     f"ttscale's sampler drawing the same normals alone {rng_jax:.2f} s = {100 * share_tt:.0f}% of ttscale's median")
             results.setdefault("rng", {}).update(numpy_s=bres.rng_seconds, numpy_share=share_np, jax_s=rng_jax,
                                                  jax_share=share_tt)
         print(f"  agreement ({scheme}): max z = {agree['max_z']:.2f} over {agree['compared']} cells×k, "
@@ -202,12 +232,15 @@ def main(argv=None, model: str = "pseudo_newton", name: str = "sweep-A") -> dict
                                 "gflops_numpy": gf_np, "speedup": speedup})
     if args.memory:
         P = args.prompts
-        configs = [(P, max(P // 16, 1)), (P, max(P // 4, 1)), (P, P), (4 * P, max(P // 4, 1))]
-        rows = memory_probe(args, alphas, ns, model, configs)
-        print("# peak memory (max RSS of a fresh process running one run_sweep, independent scheme)")
-        print(f"{'prompts/cell':>12} {'chunk':>8} {'max RSS MiB':>12}")
+        configs = [(P, max(P // 4, 1)), (4 * P, max(P // 4, 1)), (16 * P, max(P // 4, 1)), (16 * P, P)]
+        rows = memory_probe(args, alphas, ns, model, configs, host_memory_mib=args.host_memory_mib)
+        budget = args.host_memory_mib if args.host_memory_mib is not None else "default"
+        print(f"# peak memory: max RSS of a fresh process running one run_sweep (CRN scheme), "
+              f"sweep.HOST_MEMORY = {budget} MiB; per-prompt errors above it spill to disk")
+        print(f"{'prompts/cell':>12} {'chunk':>8} {'max RSS MiB':>12} {'all errors MiB':>15}")
         for r in rows:
-            print(f"{r['prompts']:>12} {r['chunk']:>8} {r['maxrss_mib']:>12.0f} {r.get('note', '')}")
+            print(f"{r['prompts']:>12} {r['chunk']:>8} {r['maxrss_mib']:>12.0f} "
+                  f"{r.get('per_prompt_errors_mib', 0):>15.0f} {r.get('note', '')}")
         results["memory"] = rows
     bc.write_json(args.json, results)
     return results

@@ -55,6 +55,7 @@ def main(argv=None) -> dict:
     p.add_argument("--tol", type=float, default=2e-3, help="relative max-error tolerance (float32)")
     bc.common_arguments(p)
     args = p.parse_args(argv)
+    bc.setup_devices(args)
     if args.quick:
         args.preset, args.d, args.n, args.k_max, args.batch = "tiny", 3, 8, 3, 8
         args.repeats = min(args.repeats, 2)

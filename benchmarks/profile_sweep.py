@@ -50,6 +50,7 @@ def main(argv=None) -> dict:
     p.add_argument("--prng", type=str, default="threefry2x32")
     bc.common_arguments(p)
     args = p.parse_args(argv)
+    bc.setup_devices(args)
     if args.quick:
         args.d, args.m, args.k_max, args.prompts, args.spectra, args.ns = 6, 12, 6, 256, 3, "5,20"
         args.repeats = min(args.repeats, 2)

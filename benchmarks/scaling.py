@@ -36,6 +36,7 @@ def build_parser():
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
+    bc.setup_devices(args)
     if args.quick:
         args.d, args.prompts, args.k_max = "4", "100", "4"
         args.repeats = min(args.repeats, 2)

@@ -47,6 +47,7 @@ def build_parser():
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
+    bc.setup_devices(args)
     if args.quick:
         args.d, args.n, args.steps, args.batch = 4, 8, 12, 64
         args.repeats = min(args.repeats, 2)

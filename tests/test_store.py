@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from ttscale import store
+from ttscale import store, summary
 
 
 def test_check_writable(tmp_path):
@@ -38,13 +38,17 @@ def test_partial_store_saves_lists_loads_and_refuses_other_specs(tmp_path):
     ident = json.dumps({"d": 3, "k_max": 4})
     ps = store.PartialStore(out, ident)
     assert ps.finished() == set()
-    errs = np.arange(2 * 3 * 5 * 4, dtype=np.float32).reshape(2, 3, 5, 4)
-    ps.save(1, 10, 15, errs)
-    ps.save(0, 0, 10, errs)
+    errs = np.arange(6 * 4 * 5, dtype=np.float32).reshape(6, 4, 5)  # [cells, k, prompts]
+    moments = summary.moments_of(errs.reshape(24, 5))
+    ps.save(1, 10, 15, errs, moments)
+    ps.save(0, 0, 10, errs, moments)
     assert ps.finished() == {(1, 10, 15), (0, 0, 10)}
-    np.testing.assert_array_equal(ps.load(1, 10, 15), errs)
+    got, got_moments = ps.load(1, 10, 15)
+    np.testing.assert_array_equal(got, errs)
+    for a, b in zip(got_moments, moments):
+        np.testing.assert_array_equal(a, b)
     # a temporary left behind by a killed writer is ignored
-    (tmp_path / "s.nc.partial" / ".tmp-abc.npy").write_bytes(b"garbage")
+    (tmp_path / "s.nc.partial" / ".tmp-abc.npz").write_bytes(b"garbage")
     assert store.PartialStore(out, ident).finished() == {(1, 10, 15), (0, 0, 10)}
     with pytest.raises(store.SpecMismatchError, match="k_max"):
         store.PartialStore(out, json.dumps({"d": 3, "k_max": 5}))

@@ -12,6 +12,9 @@ The flat namespace re-exports the functional core::
     prompts = tts.sample_prompts(key, cov, length=200, batch=4096)
     errs = tts.pseudo_newton_errors(P, prompts, k_max=10)   # [batch, 11]
     tts.error_curve(errs).mean, tts.limit_error(P, cov, 10)
+
+On a multi-core CPU call ``tts.use_cpu_cores()`` before any JAX operation: sweeps then shard
+their prompts over one XLA device per core (the ``ttscale`` command line does this).
 """
 
 from ttscale.spectra import (
@@ -79,7 +82,8 @@ from ttscale.training import (
     save_params,
     stack_task_arrays,
 )
-from ttscale.sweep import SweepSpec, closed_forms, run_sweep
+from ttscale.sweep import SweepSpec, closed_forms, prompt_errors, run_sweep
+from ttscale.devices import use_cpu_cores
 from ttscale.store import SpecMismatchError
 from ttscale.selection import CRITERIA, Selection, TaskPool, paper_pool, select_mixture, task_pool
 

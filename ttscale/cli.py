@@ -27,6 +27,8 @@ def _available():
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttscale", description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu-devices", type=int, default=None, metavar="N",
+                        help="split the CPU into N XLA devices that sweeps shard over (default: one per usable core)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in _available().items():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
@@ -39,6 +41,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from ttscale.devices import use_cpu_cores
+
+        use_cpu_cores(args.cpu_devices, warn=args.cpu_devices is not None)
         return int(args._run(args) or 0)
     except (ValueError, TypeError) as exc:
         print(f"ttscale {args.command}: error: {exc}", file=sys.stderr)

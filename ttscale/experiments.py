@@ -39,7 +39,7 @@ import xarray as xr
 
 from ttscale import lsa, spectra, theory
 
-CACHE_VERSION = 3  # 3: presets run on ttscale.sweep.run_sweep (new random numbers)
+CACHE_VERSION = 4  # 4: the sweep engine draws with the counter-based sampler (new random numbers)
 SIZES = ("quick", "full")
 HOLDS, FAILS, PARTLY, SKIPPED = "HOLDS", "DOES NOT HOLD", "PARTLY", "SKIPPED"
 INF = math.inf

@@ -4,9 +4,10 @@ Layout for an output path ``out`` (e.g. ``sweepA.nc``)::
 
     sweepA.nc                     the finished xarray.Dataset (written last, atomically)
     sweepA.nc.partial/spec.json   the identity of the sweep that owns the partial results
-    sweepA.nc.partial/m002_p0000004096_0000008192.npy
-                                  per-prompt squared errors [spectrum, n, prompts, k] of
-                                  test length index 2, prompts [4096, 8192)
+    sweepA.nc.partial/m002_p0000004096_0000008192.npz
+                                  per-prompt squared errors ``errors [cells, k, prompts]``
+                                  of test length index 2, prompts [4096, 8192), with their
+                                  moments ``count``, ``mean``, ``m2 [cells, k]``
 
 Every file is written to a temporary name in the same directory and moved into place with
 ``os.replace``, so a run killed at any instant (even ``SIGKILL``) leaves only complete chunk
@@ -32,7 +33,7 @@ import numpy as np
 
 PARTIAL_SUFFIX = ".partial"
 SPEC_FILE = "spec.json"
-_CHUNK_RE = re.compile(r"^m(\d{3})_p(\d{10})_(\d{10})\.npy$")
+_CHUNK_RE = re.compile(r"^m(\d{3})_p(\d{10})_(\d{10})\.npz$")
 
 
 class SpecMismatchError(ValueError):
@@ -130,7 +131,7 @@ class PartialStore:
 
     @staticmethod
     def chunk_name(m_index: int, start: int, stop: int) -> str:
-        return f"m{m_index:03d}_p{start:010d}_{stop:010d}.npy"
+        return f"m{m_index:03d}_p{start:010d}_{stop:010d}.npz"
 
     def finished(self) -> set[tuple[int, int, int]]:
         """``{(m_index, start, stop)}`` of the chunk files present."""
@@ -141,14 +142,20 @@ class PartialStore:
                 done.add(tuple(int(g) for g in match.groups()))
         return done
 
-    def save(self, m_index: int, start: int, stop: int, errors: np.ndarray) -> None:
-        """Atomically store per-prompt errors ``[spectrum, n, stop − start, k]`` of one chunk."""
+    def save(self, m_index: int, start: int, stop: int, errors: np.ndarray, moments) -> None:
+        """Atomically store one chunk: per-prompt errors ``[cells, k, stop − start]`` and their
+        :class:`~ttscale.summary.Moments` (so a resumed run reproduces the uninterrupted one bit for bit)."""
         path = os.path.join(self.directory, self.chunk_name(m_index, start, stop))
-        with atomic_file(path, suffix=".npy") as fh:
-            np.save(fh, np.ascontiguousarray(errors))
+        with atomic_file(path, suffix=".npz") as fh:
+            np.savez(fh, errors=np.ascontiguousarray(errors), count=np.asarray(moments.count),
+                     mean=np.asarray(moments.mean), m2=np.asarray(moments.m2))
 
-    def load(self, m_index: int, start: int, stop: int) -> np.ndarray:
-        return np.load(os.path.join(self.directory, self.chunk_name(m_index, start, stop)))
+    def load(self, m_index: int, start: int, stop: int):
+        """``(errors [cells, k, stop − start], Moments)`` of a finished chunk."""
+        from ttscale.summary import Moments
+
+        with np.load(os.path.join(self.directory, self.chunk_name(m_index, start, stop))) as z:
+            return z["errors"], Moments(z["count"][()] if z["count"].ndim == 0 else z["count"], z["mean"], z["m2"])
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

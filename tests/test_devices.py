@@ -1,0 +1,170 @@
+"""ttscale.devices: split the host CPU into XLA devices (use_cpu_cores, usable_cores) and the CLI flag.
+
+JAX fixes its device count when its backends start, so every check of the effect runs in a fresh
+interpreter. The three interpreters start together (they mostly wait on imports) and report JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from ttscale import cli
+from ttscale.devices import usable_cores, use_cpu_cores
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+_REPORT = """
+import json, sys, warnings
+def report(**kw):
+    print("REPORT " + json.dumps(kw))
+def run_quietly(fn, *args, **kwargs):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        out = fn(*args, **kwargs)
+    return out, [(w.category.__name__, str(w.message), w.filename) for w in rec]
+"""
+
+_SCRIPTS = {
+    # before any JAX operation: use_cpu_cores() (default: usable cores), then the command line with
+    # --cpu-devices 3 (its use_cpu_cores call is recorded) and a stub subcommand that reports the count
+    "fresh": _REPORT + """
+import types, jax
+import ttscale.cli as cli
+import ttscale.devices as devices
+default, w_default = run_quietly(devices.use_cpu_cores)
+calls, real = [], devices.use_cpu_cores
+def recorded(*args, **kwargs):
+    out, rec = run_quietly(real, *args, **kwargs)
+    calls.append([list(args), kwargs, out, rec])
+    return out
+devices.use_cpu_cores = recorded
+probe = types.ModuleType("probe")
+probe.HELP = "report the device count"
+probe.add_arguments = lambda parser: None
+probe.run = lambda args: 40 + len(jax.devices())
+cli._available = lambda: {"probe": probe}
+rc = cli.main(["--cpu-devices", "3", "probe"])
+report(default=default, usable=devices.usable_cores(), w_default=w_default, calls=calls, rc=rc,
+       devices=len(jax.devices()), cpu=len(jax.devices("cpu")))
+""",
+    # a JAX operation first: the count can no longer change; the current count comes back, with a warning
+    "late": _REPORT + """
+import ttscale, jax, jax.numpy as jnp
+jnp.ones(2).block_until_ready()
+late, w_late = run_quietly(ttscale.use_cpu_cores, 3)
+quiet, w_quiet = run_quietly(ttscale.use_cpu_cores, 4, warn=False)
+same, w_same = run_quietly(ttscale.use_cpu_cores, 1)
+report(late=late, w_late=w_late, quiet=quiet, w_quiet=w_quiet, same=same, w_same=w_same,
+       devices=len(jax.devices()))
+""",
+    # an explicit XLA_FLAGS device count wins
+    "forced": _REPORT + """
+import ttscale, jax
+five, w_five = run_quietly(ttscale.use_cpu_cores, 5)
+default, w_default = run_quietly(ttscale.use_cpu_cores)
+report(five=five, default=default, warnings=w_five + w_default, devices=len(jax.devices()))
+""",
+}
+_FORCED_FLAGS = "--xla_force_host_platform_device_count=2"
+
+
+@pytest.fixture(scope="module")
+def reports():
+    """Run every script in its own interpreter (concurrently); ``{name: report dict}``."""
+    base = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    base.pop("JAX_NUM_CPU_DEVICES", None)  # would set the same option from the environment
+    procs = {}
+    for name, code in _SCRIPTS.items():
+        env = dict(base, XLA_FLAGS=_FORCED_FLAGS) if name == "forced" else base
+        procs[name] = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, text=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = {}
+    try:
+        for name, proc in procs.items():
+            stdout, stderr = proc.communicate(timeout=120)
+            assert proc.returncode == 0, f"{name} failed:\n{stderr}"
+            lines = [line for line in stdout.splitlines() if line.startswith("REPORT ")]
+            assert len(lines) == 1, f"{name}: no report in\n{stdout}\n{stderr}"
+            out[name] = json.loads(lines[0][len("REPORT "):])
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return out
+
+
+# ----------------------------------------------------------------------------- in this process
+def test_usable_cores():
+    n = usable_cores()
+    assert isinstance(n, int) and 1 <= n <= (os.cpu_count() or n)
+    if hasattr(os, "sched_getaffinity"):
+        assert n == len(os.sched_getaffinity(0))
+
+
+def test_usable_cores_falls_back_to_cpu_count(monkeypatch):
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert usable_cores() == 7
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown
+    assert usable_cores() == 1
+
+
+@pytest.mark.parametrize("n", [0, -1, -8])
+def test_use_cpu_cores_rejects_counts_below_one(n):
+    with pytest.raises(ValueError, match=r"\bn\b"):
+        use_cpu_cores(n)
+
+
+@pytest.mark.parametrize("n", [1.5, 2.0, True, False, "2", [2]])
+def test_use_cpu_cores_rejects_non_integers(n):
+    with pytest.raises(TypeError, match=r"\bn\b"):
+        use_cpu_cores(n)
+
+
+def test_cli_parses_cpu_devices(capsys):
+    parser = cli.build_parser()
+    assert parser.parse_args(["--cpu-devices", "2", "demo"]).cpu_devices == 2
+    assert parser.parse_args(["demo"]).cpu_devices is None
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["--cpu-devices", "two", "demo"])
+    assert exc.value.code == 2
+    assert "--cpu-devices" in capsys.readouterr().err
+    # a bad count is reported by main as an error naming n (exit status 2), before the command runs
+    assert cli.main(["--cpu-devices", "0", "demo"]) == 2
+    err = capsys.readouterr().err
+    assert "ttscale demo: error:" in err and "n must be >= 1" in err
+
+
+# ----------------------------------------------------------------------------- fresh interpreters
+def test_use_cpu_cores_before_jax_starts_sets_the_device_count(reports):
+    r = reports["fresh"]
+    assert r["default"] == r["usable"] >= 1 and r["w_default"] == []
+    # the command line called use_cpu_cores(3, warn=True) once; it returned 3 without a warning
+    assert r["calls"] == [[[3], {"warn": True}, 3, []]]
+    assert r["devices"] == r["cpu"] == 3
+    assert r["rc"] == 43  # the stub subcommand returned 40 + len(jax.devices()): the flag took effect first
+
+
+def test_use_cpu_cores_after_jax_started_returns_the_current_count_and_warns(reports):
+    r = reports["late"]
+    assert r["devices"] == 1
+    assert r["late"] == r["quiet"] == r["same"] == 1
+    [(category, message, filename)] = r["w_late"]
+    assert category == "UserWarning" and "use_cpu_cores" in message and "3" in message
+    assert filename == "<string>"  # attributed to the caller (stacklevel=2), not to ttscale/devices.py
+    assert r["w_quiet"] == []  # warn=False
+    assert r["w_same"] == []  # asking for the count in effect is not a conflict
+
+
+def test_xla_flags_device_count_wins(reports):
+    r = reports["forced"]
+    assert r["five"] == r["default"] == 2
+    assert r["devices"] == 2
+    assert r["warnings"] == []

@@ -1,0 +1,61 @@
+"""Use every CPU core: split the host CPU into several XLA devices so sweeps shard over them.
+
+XLA runs one CPU program on one thread except inside large single operations, so a sweep,
+whose work is many small per-prompt loops, uses one core of a multi-core machine. The sweep
+engine shards the prompts of every chunk over all devices (:func:`ttscale.sweep.run_sweep`);
+with the CPU split into one device per core it uses every core. Measured on the 2-core CI
+machine: the common-random-numbers sweep-A kernel 0.33 s on one device, 0.21 s on two
+(``benchmarks/RESULTS.md``). Code that does not shard still runs on device 0, and large
+operations keep using every core there, so nothing else slows down.
+
+JAX reads the setting when it initialises its backends, i.e. at the first JAX operation:
+call :func:`use_cpu_cores` right after ``import ttscale`` (the ``ttscale`` command line does).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+
+import numpy as np
+
+_FLAG = re.compile(r"--xla_force_host_platform_device_count=(\d+)")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (``sched_getaffinity``, else ``os.cpu_count()``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def use_cpu_cores(n=None, *, warn: bool = True) -> int:
+    """Expose the host CPU as ``n`` XLA devices (default :func:`usable_cores`); returns the count in effect.
+
+    Sets ``jax_num_cpu_devices``. An explicit ``XLA_FLAGS=--xla_force_host_platform_device_count=K``
+    wins (``K`` is returned). If JAX has already initialised its backends the setting can no
+    longer change: the current CPU device count is returned, with a warning unless ``warn=False``.
+    Affects only the CPU backend (GPU/TPU devices are untouched).
+    """
+    import jax
+
+    if n is None:
+        n = usable_cores()
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    forced = _FLAG.search(os.environ.get("XLA_FLAGS", ""))
+    if forced:
+        return int(forced.group(1))
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:
+        current = len(jax.devices("cpu"))
+        if warn and current != n:
+            warnings.warn(f"JAX is already initialised with {current} CPU device(s); call use_cpu_cores() "
+                          f"before any JAX operation to use {n}", stacklevel=2)
+        return current
+    return n
