@@ -268,7 +268,7 @@ def test_prompt_errors_in_memory_matches_direct(dtype):
     assert np.all(np.isposinf(mean[[2, 3, 4]])) and np.all(np.isposinf(se[[2, 3, 4]]))
 
 
-def test_prompt_errors_spills_to_memmap_with_identical_results(tmp_path):
+def test_prompt_errors_spill_to_a_file_with_identical_results(tmp_path):
     x = make_errors()
     with PromptErrors(*x.shape, np.float32) as ram:
         fill(ram, x, chunk=50, seed=1)

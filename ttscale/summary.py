@@ -11,7 +11,7 @@ prompt axis. Every row is summarised by
   ``np.median``); an exact median is *not* streamable — it needs every per-prompt error.
 
 So :class:`PromptErrors` keeps all of them. Up to ``budget_bytes`` they live in a NumPy
-array; above it they spill to a ``np.memmap`` file, and :meth:`PromptErrors.median` /
+array; above it they spill to a file (``pwrite``/``pread``, not a memmap), and :meth:`PromptErrors.median` /
 :meth:`PromptErrors.moments` reduce it slab by slab (a few rows at a time), so host RAM is
 bounded by the budget plus one chunk, not by the number of prompts.
 
@@ -318,14 +318,61 @@ def _remove(path: str, tmpdir: Optional[str]) -> None:
             pass
 
 
+def _close_and_remove(fd: int, path: str, tmpdir: Optional[str]) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    _remove(path, tmpdir)
+
+
+class _RowFile:
+    """A ``[rows, prompts]`` row-major array in a file, read and written with ``pread``/``pwrite``.
+
+    Not a ``np.memmap``: mapped file pages count towards the process's resident memory, so a
+    memmap would make the host memory grow with the number of prompts after all. Here only the
+    slab being reduced is in the process; the rest lives in the file (and the page cache).
+    """
+
+    def __init__(self, fd: int, rows: int, prompts: int, dtype: np.dtype):
+        self.fd, self.rows, self.prompts, self.dtype = fd, rows, prompts, dtype
+
+    def write_columns(self, start: int, block: np.ndarray) -> None:
+        """``self[:, start:start + block.shape[1]] = block`` (one ``pwrite`` per row)."""
+        block = np.ascontiguousarray(block, self.dtype)
+        item = self.dtype.itemsize
+        for r in range(self.rows):
+            _pwrite_all(self.fd, memoryview(block[r]).cast("B"), (r * self.prompts + start) * item)
+
+    def read_rows(self, r0: int, r1: int) -> np.ndarray:
+        """A fresh array ``self[r0:r1]`` (one contiguous ``pread``)."""
+        out = np.empty((r1 - r0, self.prompts), self.dtype)
+        _pread_all(self.fd, memoryview(out).cast("B"), r0 * self.prompts * self.dtype.itemsize)
+        return out
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while len(view):
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _pread_all(fd: int, view: memoryview, offset: int) -> None:
+    while len(view):
+        n = os.preadv(fd, [view], offset)
+        if n == 0:
+            raise OSError("unexpected end of the prompt-errors file")
+        view, offset = view[n:], offset + n
+
+
 class PromptErrors:
     """Per-prompt errors ``e [rows, prompts]`` of one test length, in bounded host memory.
 
     ``PromptErrors(rows, prompts, dtype, budget_bytes=256 MiB, directory=None)``: when
     ``nbytes = rows · prompts · itemsize <= budget_bytes`` the errors are a NumPy array in RAM
-    (:attr:`in_memory`); otherwise a ``np.memmap`` file in ``directory`` (a fresh
-    ``tempfile.mkdtemp()`` when ``None``), deleted by :meth:`close` (or ``with`` / garbage
-    collection). Chunks arrive through :meth:`put` in any order, each prompt exactly once;
+    (:attr:`in_memory`); otherwise a file in ``directory`` (a fresh ``tempfile.mkdtemp()``
+    when ``None``) written and read with ``pwrite``/``pread`` (not a memmap, whose pages would
+    count as resident memory), deleted by :meth:`close` (or ``with`` / garbage collection). Chunks arrive through :meth:`put` in any order, each prompt exactly once;
     :meth:`median` and :meth:`moments` reduce ``_rows_per_slab`` rows at a time, so the
     extra memory stays about ``budget_bytes``.
     """
@@ -355,9 +402,9 @@ class PromptErrors:
                 raise ValueError(f"directory {directory!r} is not a directory")
             fd, self.path = tempfile.mkstemp(prefix="prompt-errors-", suffix=f".{dt.name}.bin",
                                              dir=directory)
-            os.close(fd)
-            self._finalizer = weakref.finalize(self, _remove, self.path, tmpdir)
-            self._data = np.memmap(self.path, dtype=dt, mode="w+", shape=(self.rows, self.prompts))
+            os.ftruncate(fd, self.nbytes)
+            self._finalizer = weakref.finalize(self, _close_and_remove, fd, self.path, tmpdir)
+            self._data = _RowFile(fd, self.rows, self.prompts, dt)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -367,7 +414,7 @@ class PromptErrors:
 
     @property
     def in_memory(self) -> bool:
-        """``True`` when the errors are a RAM array, ``False`` when they are a memmap file."""
+        """``True`` when the errors are a RAM array, ``False`` when they live in a file."""
         return self.path is None
 
     @property
@@ -411,7 +458,10 @@ class PromptErrors:
             raise ValueError(f"errors must be non-negative, got min {low!r}")
         if self._filled[start:stop].any():
             raise ValueError(f"start..stop = {start}..{stop} overlaps prompts already put")
-        self._data[:, start:stop] = errors
+        if isinstance(self._data, _RowFile):
+            self._data.write_columns(start, errors)
+        else:
+            self._data[:, start:stop] = errors
         self._filled[start:stop] = True
 
     # ------------------------------------------------------------------ reducing
@@ -427,12 +477,17 @@ class PromptErrors:
         """Exact medians over prompts, ``[rows]`` float64 (:func:`median_rows` per slab).
 
         Slabs of ``_rows_per_slab(prompts, itemsize, budget_bytes)`` rows are read from the
-        array or memmap; all prompts must have been put.
+        array or file; all prompts must have been put.
         """
         out = np.empty(self.rows, np.float64)
         for r0, r1 in self._slabs(self.dtype.itemsize):
-            out[r0:r1] = median_rows(self._data[r0:r1])
+            out[r0:r1] = median_rows(self._rows(r0, r1))
         return out
+
+    def _rows(self, r0: int, r1: int) -> np.ndarray:
+        if isinstance(self._data, _RowFile):
+            return self._data.read_rows(r0, r1)
+        return self._data[r0:r1]
 
     def moments(self) -> Moments:
         """:class:`Moments` over prompts, ``[rows]`` (:func:`moments_of` per slab).
@@ -440,7 +495,7 @@ class PromptErrors:
         :func:`moments_of` works on a float64 copy, so slabs hold
         ``_rows_per_slab(prompts, 8, budget_bytes)`` rows (extra memory ≈ the budget).
         """
-        parts = [moments_of(self._data[r0:r1]) for r0, r1 in self._slabs(8)]
+        parts = [moments_of(self._rows(r0, r1)) for r0, r1 in self._slabs(8)]
         return Moments(*(np.concatenate(field) for field in zip(*parts)))
 
     # ------------------------------------------------------------------ lifetime
@@ -449,7 +504,7 @@ class PromptErrors:
             raise ValueError("PromptErrors is closed")
 
     def close(self) -> None:
-        """Drop the errors; a memmap file (and the temporary directory it made) is deleted."""
+        """Drop the errors; a spill file (and the temporary directory it made) is deleted."""
         self._data = None  # the mapping goes with the last reference; the file is unlinked now
         if self._finalizer is not None:
             self._finalizer()
