@@ -1,15 +1,14 @@
 """Where does sweep-A's time go?  Times the pieces of ``ttscale.sweep`` in isolation.
 
-    python benchmarks/profile_sweep.py [--quick] [--prompts 4096] [--prng threefry2x32]
+    python benchmarks/profile_sweep.py [--quick] [--prompts 4096]
 
-Pieces (each jitted, compiled before timing, median of ``--repeats``):
+Pieces (each jitted, compiled before timing, median of ``--repeats``; one device):
 
-1. ``prompt_stats`` — drawing one cell's normals and forming ``S_Z = Z Zᵀ/m`` (per-prompt keys);
-   the same with the draw alone (``sample_normals`` for the whole chunk, one key) for contrast;
-2. ``pseudo_newton_errors_from_stats`` for one cell (the k-step iteration, ``einsum`` matvecs);
-3. for common random numbers, the engine's grouped iteration (one batched matrix–matrix product
-   over all cells per step, ``S_Z [b, d, d] @ U [b, d, cells]``);
-4. ``closed_forms(spec)`` and ``summarize`` (host-side mean/s.e./median) per ``run_sweep`` call;
+1. ``prompt_stats`` — drawing one cell's normals (:mod:`ttscale.rng`) and forming
+   ``S_Z = Z Zᵀ/m``; the draw alone; ``jax.random.normal`` of the same size for contrast;
+2. ``pseudo_newton_errors_from_stats`` for one cell (plain and ``scaled``, ``u = A e``);
+3. the common-random-numbers grouped iteration over all cells (plain and ``scaled``);
+4. ``chunk_moments`` (device), ``closed_forms`` and the exact median (host) per ``run_sweep``;
 5. a whole ``run_sweep`` call, and the number of XLA compiles on a warm call.
 """
 
@@ -47,7 +46,6 @@ def main(argv=None) -> dict:
     p.add_argument("--prompts", type=int, default=4096)
     p.add_argument("--spectra", type=int, default=16)
     p.add_argument("--ns", type=str, default="5,10,20,40,80")
-    p.add_argument("--prng", type=str, default="threefry2x32")
     bc.common_arguments(p)
     args = p.parse_args(argv)
     bc.setup_devices(args)
@@ -57,54 +55,59 @@ def main(argv=None) -> dict:
     import jax
     import jax.numpy as jnp
 
+    from ttscale import rng, summary
     from ttscale import sweep as sw
-    from ttscale.prompts import sample_normals
 
     d, m, k, b = args.d, args.m, args.k_max, args.prompts
     ns = tuple(float(v) for v in args.ns.split(","))
     cells = args.spectra * len(ns)
     info = bc.machine_info()
-    print(f"# profile sweep: d={d}, m={m}, k={k}, {b} prompts/cell, {cells} cells, prng={args.prng}")
+    print(f"# profile sweep: d={d}, m={m}, k={k}, {b} prompts/cell, {cells} cells")
     bc.print_machine(info)
-    key = jax.random.key(0, impl=args.prng)
-    idx = jnp.arange(b, dtype=jnp.int32)
+    key = jax.random.key(0)
     rows = {}
 
-    stats_fn = jax.jit(lambda key: sw.prompt_stats(key, idx, d, m, jnp.float32))
-    rows["prompt_stats, per-prompt keys (1 cell)"] = _median_time(lambda: stats_fn(key), args.repeats)
-    draw_fn = jax.jit(lambda key: sample_normals(key, d, m, b))
-    rows["sample_normals, one key, no S_Z (1 cell)"] = _median_time(lambda: draw_fn(key), args.repeats)
-    gram_fn = jax.jit(lambda Z: jnp.einsum("bim,bjm->bij", Z, Z) / m)
-    Z = draw_fn(key).Z
+    stats_fn = jax.jit(lambda key: sw.prompt_stats(key, 0, b, d, m, jnp.float32, False))
+    rows["prompt_stats: draw + S_Z (1 cell)"] = _median_time(lambda: stats_fn(key), args.repeats)
+    draw_fn = jax.jit(lambda key: rng.prompt_normals(key, 0, b, d * m + d))
+    rows["ttscale.rng draw alone, d·m + d normals (1 cell)"] = _median_time(lambda: draw_fn(key), args.repeats)
+    jr_fn = jax.jit(lambda key: jax.random.normal(key, (b, d * m + d)))
+    rows["jax.random.normal, same count (1 cell)"] = _median_time(lambda: jr_fn(key), args.repeats)
+    Z = draw_fn(key)[:, : d * m].reshape(b, d, m)
+    gram_fn = jax.jit(lambda Z: jnp.sum(Z[:, :, None, :] * Z[:, None, :, :], axis=-1) / m)
     rows["S_Z = Z Zᵀ/m only (1 cell)"] = _median_time(lambda: gram_fn(Z), args.repeats)
 
     stats = stats_fn(key)
     lam = jnp.asarray(np.linspace(0.5, 1.5, d), jnp.float32)
     A = jnp.sqrt(lam)
     P = 1.0 / (1.05 * lam + d / 20.0)
-    it_fn = jax.jit(lambda stats, A, P: sw.pseudo_newton_errors_from_stats(stats, A, P, None, k, True, True))
-    rows["iteration, engine einsum (1 cell)"] = _median_time(lambda: it_fn(stats, A, P), args.repeats)
-
+    for scaled in (False, True):
+        it_fn = jax.jit(lambda stats, A, P, sc=scaled: sw.pseudo_newton_errors_from_stats(stats, A, P, None, k, True, True, sc))
+        rows[f"iteration, {'scaled u = A e' if scaled else 'plain e'} (1 cell)"] = _median_time(
+            lambda: it_fn(stats, A, P), args.repeats)
     As = jnp.broadcast_to(A, (cells, d))
     Ps = jnp.broadcast_to(P, (cells, d))
-    if hasattr(sw, "pseudo_newton_group_errors"):
-        grp_fn = jax.jit(lambda stats, As, Ps: sw.pseudo_newton_group_errors(stats, As, Ps, None, k, True, True))
-        rows[f"CRN iteration, engine GEMM over all {cells} cells"] = _median_time(lambda: grp_fn(stats, As, Ps), args.repeats)
+    for scaled in (False, True):
+        grp_fn = jax.jit(lambda stats, As, Ps, sc=scaled: sw.pseudo_newton_group_errors(stats, As, Ps, None, k, True, True, sc))
+        rows[f"CRN iteration over all {cells} cells, {'scaled' if scaled else 'plain'}"] = _median_time(
+            lambda: grp_fn(stats, As, Ps), args.repeats)
 
     import bench_sweep as bs
 
     spec = bs.make_spec(d=d, alphas=tuple(np.linspace(0, 2, args.spectra)), ns=ns, ms=(float(m),), k_max=k,
-                        prompts=b, prng=args.prng)
+                        prompts=b)
     t0 = time.perf_counter()
     sw.closed_forms(spec)
     rows["closed_forms (first call, with compile)"] = time.perf_counter() - t0
     with bc.CompileCounter() as cc:
         rows["closed_forms (second call)"] = _median_time(lambda: sw.closed_forms(spec)["limit_error"], 1)
     rows["closed_forms compiles on a warm call"] = cc.count
-    errs = np.abs(np.random.default_rng(0).standard_normal((args.spectra, len(ns), 1, b, k + 1), dtype=np.float32))
-    t0 = time.perf_counter()
-    sw.summarize(errs)
-    rows["summarize (host mean/se/median, all cells)"] = time.perf_counter() - t0
+    errs = np.abs(np.random.default_rng(0).standard_normal((cells, k + 1, b), dtype=np.float32))
+    mom_fn = jax.jit(sw.chunk_moments)
+    errs_dev = jnp.asarray(errs)
+    rows["chunk_moments (device mean/M2, all cells)"] = _median_time(lambda: mom_fn(errs_dev, b), args.repeats)
+    rows["exact median (host, all cells)"] = _median_time(lambda: summary.median_rows(errs.reshape(-1, b)),
+                                                          args.repeats)
     for crn in (True, False):
         s = spec.replace(common_random_numbers=crn)
         sw.run_sweep(s, progress=False)
