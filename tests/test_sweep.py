@@ -515,15 +515,17 @@ def test_per_prompt_errors_spill_to_disk_beyond_the_host_budget_and_change_nothi
 
 
 @pytest.mark.parametrize("count", [0, 1, 7, 16])
-def test_chunk_moments_equal_float64_moments_of_the_real_prompts(count):
+@pytest.mark.parametrize("size", [1.0, 1e-20])  # 1e-20: squared deviations would underflow float32 unscaled
+def test_chunk_moments_equal_float64_moments_of_the_real_prompts(count, size):
     from ttscale import summary
 
     rng = np.random.default_rng(count)
-    errs = rng.exponential(size=(3, 4, 16)).astype(np.float32)
+    errs = (size * rng.exponential(size=(3, 4, 16))).astype(np.float32)
     errs[1, 2, 3] = np.inf  # inside the real prompts when count > 3
     errs[2, 0, 12] = np.inf  # padding when count <= 12: must not leak
-    mean, m2 = jax.jit(sweep.chunk_moments)(jnp.asarray(errs), count)
-    mean, m2 = np.asarray(mean), np.asarray(m2)
+    scale, mean, m2 = (np.asarray(x, np.float64) for x in jax.jit(sweep.chunk_moments)(jnp.asarray(errs), count))
+    with np.errstate(invalid="ignore"):
+        mean, m2 = scale * mean, scale**2 * m2
     if count == 0:
         np.testing.assert_array_equal(mean, 0.0)
         np.testing.assert_array_equal(m2, 0.0)
@@ -533,4 +535,16 @@ def test_chunk_moments_equal_float64_moments_of_the_real_prompts(count):
     np.testing.assert_array_equal(np.isinf(m2).ravel(), np.isinf(ref.m2))
     fin = np.isfinite(ref.mean)
     np.testing.assert_allclose(mean.ravel()[fin], ref.mean[fin], rtol=1e-6)
-    np.testing.assert_allclose(m2.ravel()[fin], ref.m2[fin], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m2.ravel()[fin], ref.m2[fin], rtol=1e-5, atol=1e-6 * size**2)
+
+
+def test_standard_errors_stay_right_when_errors_are_tiny():
+    """Λ = Σ = I, n = 60: e_k = r^k w with r^(2k) ≈ 1e-20 at k = 20. The standard error must be
+    ≈ sd(||w||²)/mean/√P = √(2/d)/√P of the mean (float32 squared deviations would underflow)."""
+    spec = SweepSpec(d=10, alphas=(0.0,), ns=(60.0,), ms=(INF,), k_max=20, prompts=512, chunk=256)
+    ds = run_sweep(spec, progress=False).isel(spectrum=0, n=0, m=0)
+    assert float(ds["limit_error"].sel(k=20)) < 1e-15
+    rel_se = (ds["stderr"] / ds["mean"]).values[1:]
+    np.testing.assert_allclose(rel_se, np.sqrt(2 / 10) / np.sqrt(512), rtol=0.25)
+    z = ((ds["mean"] - ds["limit_error"]) / ds["stderr"]).values[1:]
+    assert np.max(np.abs(z)) < 4, z

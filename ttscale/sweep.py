@@ -869,25 +869,32 @@ def _shard_map(f, mesh, in_specs, out_specs):
 
 
 def chunk_moments(errors, count):
-    """Mean and sum of squared deviations over the first ``count`` prompts of ``errors [rows, K, b]``.
+    """Scaled mean and sum of squared deviations over the first ``count`` prompts of ``errors [rows, K, b]``.
 
     ``count`` (traced int, ``0 ≤ count ≤ b``): the real prompts lead, padding follows and is
-    ignored. Errors are ``≥ 0`` or ``inf``. Two passes in the working dtype:
-    ``μ = Σ e / n``, ``M₂ = Σ (e − μ)²``; a row with an ``inf`` among its real prompts gets
-    ``μ = M₂ = inf``; ``count = 0`` gives ``0, 0``. The unpadded case skips the masks
-    (``lax.cond``; masking costs XLA's CPU reductions ~5×). Returns ``(mean, m2) [rows, K]``.
+    ignored. Errors are ``≥ 0`` or ``inf``. With ``c = max e`` per row (``1`` if that is ``0``),
+    two passes over ``x = e / c ∈ [0, 1]`` in the working dtype: ``μ = Σ x / n``,
+    ``M₂ = Σ (x − μ)²``; the caller forms ``mean = c μ`` and ``m2 = c² M₂`` in float64. The
+    scaling matters: squared deviations of errors ≈ 1e-20 (a converged CoT) underflow float32,
+    and an unscaled ``M₂`` made standard errors 14× too small. A row with an ``inf`` among its
+    real prompts gets ``c = μ = M₂ = inf``; ``count = 0`` gives ``1, 0, 0``. The unpadded case
+    skips the masks (``lax.cond``; masking costs XLA's CPU reductions ~5×).
+    Returns ``(c, μ, M₂) [rows, K]``.
     """
     b = errors.shape[-1]
     inf = jnp.asarray(jnp.inf, errors.dtype)
 
     def moments(x, n, mask):
-        mean = jnp.sum(x, axis=-1) / jnp.maximum(n, 1).astype(x.dtype)
-        dev = x - mean[..., None]
+        top = jnp.max(x, axis=-1)
+        finite = top < jnp.inf  # errors are >= 0: the max is inf iff one is
+        scale = jnp.where(finite & (top > 0), top, 1.0)
+        y = x / scale[..., None]
+        mean = jnp.sum(y, axis=-1) / jnp.maximum(n, 1).astype(x.dtype)
+        dev = y - mean[..., None]
         if mask is not None:
             dev = jnp.where(mask, dev, 0.0)
         m2 = jnp.sum(dev * dev, axis=-1)
-        finite = jnp.max(x, axis=-1) < jnp.inf  # errors are >= 0: the max is inf iff one is
-        return jnp.where(finite, mean, inf), jnp.where(finite, m2, inf)
+        return jnp.where(finite, scale, inf), jnp.where(finite, mean, inf), jnp.where(finite, m2, inf)
 
     def full(x, n):
         return moments(x, n, None)
@@ -902,7 +909,7 @@ def chunk_moments(errors, count):
 
 @functools.lru_cache(maxsize=32)
 def _chunk_program(shape: _Shape):
-    """``program(keys, cells, start, valid) -> (errors [cells, k_max + 1, batch], mean, m2 [devices, cells, k_max + 1])``.
+    """``program(keys, cells, start, valid) -> (errors [cells, k_max + 1, batch], scale, mean, m2 [devices, cells, k_max + 1])``.
 
     ``keys``: raw threefry key data, ``[2]`` (common random numbers: one key for every cell)
     or ``[cells, 2]`` (one key per cell); ``cells``: per-cell arrays (see :func:`_cells`);
@@ -960,14 +967,14 @@ def _chunk_program(shape: _Shape):
                 return out.T  # [K+1, b]
 
             errs = jax.lax.map(per_cell, xs, batch_size=shape.cell_group)
-        mean, m2 = chunk_moments(errs, in_chunk)
-        return errs, mean[None], m2[None]
+        scale, mean, m2 = chunk_moments(errs, in_chunk)
+        return errs, scale[None], mean[None], m2[None]
 
     P = PartitionSpec
     program = _shard_map(
         device_program, mesh,
         in_specs=(P(), P(), P(), P()),
-        out_specs=(P(None, None, "prompts"), P("prompts"), P("prompts")),
+        out_specs=(P(None, None, "prompts"), P("prompts"), P("prompts"), P("prompts")),
     )
     replicated = NamedSharding(mesh, P())
     return jax.jit(program, in_shardings=(replicated, replicated, replicated, replicated))
@@ -1160,13 +1167,15 @@ class _Engine:
         valid = stop - start
         batch = self.padded(valid) if batch is None else batch
         program = self.program(m_index, batch)
-        errs, mean, m2 = program(self.keys(m_index), self.cells, np.uint32(start), np.int32(valid))
-        errs, mean, m2 = _fetch(errs), _fetch(mean), _fetch(m2)  # [C, K1, batch], [devices, C, K1]
+        errs, scale, mean, m2 = program(self.keys(m_index), self.cells, np.uint32(start), np.int32(valid))
+        errs = _fetch(errs)  # [C, K1, batch]
+        scale, mean, m2 = (_fetch(x).astype(np.float64) for x in (scale, mean, m2))  # [devices, C, K1]
         local = batch // self.n_devices
         counts = np.clip(valid - local * np.arange(self.n_devices), 0, local)
         moments = None
         for dev in np.flatnonzero(counts):
-            part = summary.Moments(int(counts[dev]), mean[dev].astype(np.float64), m2[dev].astype(np.float64))
+            with np.errstate(invalid="ignore", over="ignore"):  # inf rows: inf · inf stays inf
+                part = summary.Moments(int(counts[dev]), scale[dev] * mean[dev], scale[dev] ** 2 * m2[dev])
             moments = part if moments is None else summary.combine(moments, part)
         return errs[:, :, :valid], moments
 
