@@ -108,6 +108,8 @@ def main(argv=None) -> dict:
     rows["chunk_moments (device mean/M2, all cells)"] = _median_time(lambda: mom_fn(errs_dev, b), args.repeats)
     rows["exact median (host, all cells)"] = _median_time(lambda: summary.median_rows(errs.reshape(-1, b)),
                                                           args.repeats)
+    rows["np.median, same rows (for contrast)"] = _median_time(lambda: np.median(errs.reshape(-1, b), axis=-1),
+                                                               args.repeats)
     for crn in (True, False):
         s = spec.replace(common_random_numbers=crn)
         sw.run_sweep(s, progress=False)

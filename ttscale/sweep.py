@@ -25,8 +25,8 @@ How the work is organised (all of it is exact; none of it changes the numbers):
   i_m), s), i_n)``; prompt ``p`` reads ``Z [d, m]``, ``ε [m]`` and ``w [d]`` at position ``p`` of
   three counter-based Threefry streams of that key (:mod:`ttscale.rng`, :func:`prompt_stats`),
   so results do not depend on the chunk size, the number or order of devices, or the order in
-  which cells run. (XLA's ``RngBitGenerator`` makes these bits ≈ 3–4× faster than
-  ``jax.random.normal`` on CPU; the scheme is versioned by :data:`SAMPLER`, part of
+  which cells run. (XLA's ``RngBitGenerator`` makes these normals ≈ 4× faster than
+  ``jax.random.normal`` on CPU, ``benchmarks/profile_sweep.py``; the scheme is versioned by :data:`SAMPLER`, part of
   :meth:`SweepSpec.identity`.) With ``common_random_numbers=True`` the key is
   ``fold_in(key(seed), i_m)``: every spectrum and every ``n`` of one ``m`` sees the *same*
   base normals, transformed by its own ``Σ^{1/2}`` (and ``S_Z`` is computed once per prompt,
@@ -54,7 +54,7 @@ How the work is organised (all of it is exact; none of it changes the numbers):
   of squared deviations of its prompts (computed on the device) and the per-prompt errors;
   the host merges moments exactly (Chan et al.; :mod:`ttscale.summary`) and keeps the
   per-prompt errors only for the exact median: in RAM up to :data:`HOST_MEMORY` bytes per
-  ``m``, beyond that in a memory-mapped file (``<out>.partial`` or a temporary directory)
+  ``m``, beyond that in a file (``<out>.partial`` or a temporary directory, ``pwrite``/``pread``)
   reduced slab by slab. Host memory is therefore bounded by ``HOST_MEMORY`` plus a few chunks,
   device memory by the chunk, whatever the number of prompts.
 * **Resumption.** With ``out`` each finished chunk (errors and moments) is saved atomically
@@ -548,30 +548,37 @@ def prompt_stats(key, start, count: int, d: int, m: Optional[int], dtype, noisy:
     For ``m = None`` (``m = ∞``) only ``w`` is drawn and ``S_Z``, ``g``, ``εᵀε/m`` are ``None``
     (``S_Z → I``, ``g → 0``). ``start`` may be traced.
     """
-    w = rng_mod.prompt_normals(key, start, count, d, dtype, stream=2)
+    Z, w, eps = _draws(key, start, count, d, m, dtype, noisy)
     if m is None:
         return None, None, None, w
-    Z = rng_mod.prompt_normals(key, start, count, d * m, dtype, stream=0).reshape(count, d, m)
-    S_Z = jnp.sum(Z[:, :, None, :] * Z[:, None, :, :], axis=-1) / m  # a fused reduce: ~2x XLA's batched dot on CPU
+    S_Z = jnp.sum(Z[:, :, None, :] * Z[:, None, :, :], axis=-1) / m  # a fused reduce: faster than XLA's CPU batched dot
     if noisy:
-        eps = rng_mod.prompt_normals(key, start, count, m, dtype, stream=1)
         g, ee = jnp.einsum("bim,bm->bi", Z, eps) / m, jnp.sum(eps * eps, axis=-1) / m
     else:
         g, ee = jnp.zeros((count, d), dtype), jnp.zeros((count,), dtype)
     return S_Z, g, ee, w
 
 
+def _draws(key, start, count: int, d: int, m: Optional[int], dtype, noisy: bool):
+    """``Z [count, d, m]`` (stream 0), ``w [count, d]`` (stream 2), ``ε [count, m]`` (stream 1) of prompts
+    ``start ..``; ``Z`` is ``None`` for ``m = None`` and ``ε`` is ``None`` unless ``noisy``."""
+    w = rng_mod.prompt_normals(key, start, count, d, dtype, stream=2)
+    if m is None:
+        return None, w, None
+    Z = rng_mod.prompt_normals(key, start, count, d * m, dtype, stream=0).reshape(count, d, m)
+    eps = rng_mod.prompt_normals(key, start, count, m, dtype, stream=1) if noisy else None
+    return Z, w, eps
+
+
 @functools.partial(jax.jit, static_argnames=("count", "m", "noise"))
 def _prompts_range(key, start, cov: Covariance, count: int, m: int, noise: float):
     from ttscale.prompts import Prompts
 
-    dtype, d = cov.dtype, cov.d
-    Z = rng_mod.prompt_normals(key, start, count, d * m, dtype, stream=0).reshape(count, d, m)
-    w = rng_mod.prompt_normals(key, start, count, d, dtype, stream=2)
+    Z, w, eps = _draws(key, start, count, cov.d, m, cov.dtype, noise > 0)
     X = jax.vmap(cov.apply_sqrt)(Z)
     y = jnp.einsum("bdm,bd->bm", X, w)
-    if noise > 0:
-        y = y + noise * rng_mod.prompt_normals(key, start, count, m, dtype, stream=1)
+    if eps is not None:
+        y = y + noise * eps
     return Prompts(X, y, w)
 
 
@@ -634,7 +641,7 @@ def _blocked_steps(stats, sqrt_cov, P, noise, k_max, diag_cov, diag_P, scaled, s
 
 
 _PROMPT_BLOCK = 8  # prompts per cache-resident block of the grouped iteration (measured: 8 beat 4096 by ~2-4x on CPU)
-_UNROLL = 2  # CoT steps per loop trip: halves XLA's per-iteration overhead on CPU (measured 0.8 s -> 0.35-0.4 s)
+_UNROLL = 2  # CoT steps per loop trip of the grouped kernel: XLA's per-trip overhead dominates it on CPU
 
 
 def pseudo_newton_group_errors(stats, sqrt_cov, P, noise, k_max: int, diag_cov: bool, diag_P: bool,
@@ -659,12 +666,13 @@ def _group_errors_block(stats, sqrt_cov, P, noise, k_max: int, diag_cov: bool, d
     instead of ``G`` matrix-vector products. ``sqrt_cov``: ``[G, d]`` (diagonal) or
     ``[G, d, d]``; ``P``: ``[G, d]`` (diagonal) or ``[G, d, d]``; ``noise`` scalar or ``None``.
     ``single=True`` (``G = 1``) drops the cell axis of the state: ``e [b, d]``, one batched
-    matrix-vector product per step (measured ≈ 3× faster than ``[b, d, 1]`` on CPU).
+    matrix-vector product per step (faster on CPU than a ``[b, d, 1]`` state).
 
     ``scaled=True`` (only for diagonal ``A = diag(a)``, ``P = diag(p)`` with every ``a > 0``)
     iterates ``u = A e`` instead: ``u_{k+1} = u_k − q ∘ (S_Z u_k) + σ q ∘ g`` with
     ``q = a² p``, and ``||e_k||² = Σ u_k² / a²`` — the same map with one elementwise product per
-    step instead of three (measured ≈ 1.8× faster on CPU for the grouped state; equal to round-off).
+    step instead of three (equal to round-off; timed by ``benchmarks/profile_sweep.py``, "plain" vs
+    "scaled").
     """
     S_Z, g, _, w = stats
     b, d = w.shape
@@ -678,7 +686,6 @@ def _group_errors_block(stats, sqrt_cov, P, noise, k_max: int, diag_cov: bool, d
         cell = lambda M: M[0]  # noqa: E731
         col = lambda v: v  # noqa: E731  per-coordinate vectors broadcast over b as [d]
         matvec = lambda S, v: jnp.einsum("bij,bj->bi", S, v)  # noqa: E731
-        err_axis = 1
 
         def apply(M, v, diag, transpose=False):
             if diag:
@@ -690,7 +697,6 @@ def _group_errors_block(stats, sqrt_cov, P, noise, k_max: int, diag_cov: bool, d
         cell = lambda M: M  # noqa: E731
         col = lambda v: v.T[None]  # noqa: E731  [G, d] -> [1, d, G]
         matvec = lambda S, v: jnp.einsum("bij,bjg->big", S, v)  # noqa: E731
-        err_axis = 1
 
         def apply(M, v, diag, transpose=False):  # v [b, d, G]
             if diag:
@@ -711,7 +717,7 @@ def _group_errors_block(stats, sqrt_cov, P, noise, k_max: int, diag_cov: bool, d
             u = u - q * v
             if drift is not None:
                 u = u + drift
-            return u, jnp.sum(u * u * inv_a2, axis=err_axis)
+            return u, jnp.sum(u * u * inv_a2, axis=1)
 
         state0 = w_state * a
     else:
@@ -727,7 +733,7 @@ def _group_errors_block(stats, sqrt_cov, P, noise, k_max: int, diag_cov: bool, d
             if xi is not None:
                 r = r - xi
             e = e - apply(Pc, r, diag_P)
-            return e, jnp.sum(e * e, axis=err_axis)
+            return e, jnp.sum(e * e, axis=1)
 
         state0 = w_state
     _, errs = jax.lax.scan(step, state0, None, length=k_max, unroll=1 if single else _UNROLL)
@@ -845,8 +851,8 @@ def _cell_group(shape_wo_group: dict) -> int:
     itemsize = jnp.dtype(shape_wo_group["dtype"]).itemsize
     group = int(max(1, min(_MEMORY_BUDGET // max(1, per_prompt * b * itemsize), shape_wo_group["cells"])))
     if not shape_wo_group["crn"]:
-        # fresh prompts per cell: groups of 2-5 cells ran sweep-A in 3.0-3.2 s, 8-16 cells in 3.4-3.7 s
-        # (2 CPU devices; the per-cell draws and S_Z then stay in cache)
+        # fresh prompts per cell: small groups keep each cell's draws and S_Z in cache (chosen by
+        # timing sweep-A on 2 CPU devices: groups of 2-5 cells beat 8-16 by ~15 %)
         group = min(group, _INDEPENDENT_GROUP)
     while shape_wo_group["cells"] % group:  # a divisor: lax.map then compiles no remainder pass
         group -= 1
