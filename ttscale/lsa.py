@@ -104,6 +104,25 @@ def preconditioner_from_V(V: jax.Array, c=1.0) -> jax.Array:
     return -jnp.asarray(c, V.dtype) * V[..., b["w"], b["x"]]
 
 
+
+def effective_c(params: LSAParams) -> jax.Array:
+    """The LSA's effective score scale ``c = −W[y, 1]`` (``= c`` for the paper's ``W``).
+
+    With ``ŵ_0 = 0`` the query scores data column ``j`` by ``y_j W[y, 1]`` (plus ``x_jᵀ W[x, 1]``), so the
+    one-step prediction is ``ŵ_1 = −c V[ŵ, x] b + …`` with ``b = X y / m``: ``c`` sets how the read-out
+    ``V`` scales ``b``. This is the one definition of ``c`` (training reports it; the sweep's closed forms
+    use ``P = −c V[ŵ, x]``, :func:`effective_preconditioner`). For a free ``W`` whose ``W[x, ŵ]`` differs from
+    ``c I`` the CoT map is not a pseudo-Newton step and the closed forms are those of the ``k = 1`` map only.
+    """
+    b = blocks(params.d)
+    return -params.W[..., b["y"].start, b["one"].start]
+
+
+def effective_preconditioner(params: LSAParams) -> jax.Array:
+    """``P = −c V[ŵ, x]`` with ``c`` = :func:`effective_c`: the pseudo-Newton map the parameters implement → ``[..., d, d]``."""
+    return preconditioner_from_V(params.V, effective_c(params)[..., None, None])
+
+
 def optimal_params(Gamma: jax.Array, c=1.0) -> LSAParams:
     """Theorem 3.1 optimum: paper ``W`` (scale ``c``) and ``V[ŵ, x] = −Γ⁻¹ / c``.
 

@@ -78,6 +78,11 @@ class Covariance:
         """Dense ``Λ⁻¹ [..., d, d]`` (infinite entries if singular)."""
         return self._dense(1.0 / self.eigenvalues)
 
+    def root(self) -> jax.Array:
+        """A square root ``A`` with ``A Aᵀ = Λ``: ``√λ [..., d]`` when diagonal, else ``U diag(√λ) [..., d, d]``."""
+        r = jnp.sqrt(self.eigenvalues)
+        return r if self.basis is None else self.basis * r[..., None, :]
+
     def apply_sqrt(self, Z: jax.Array) -> jax.Array:
         """Map isotropic normals to this covariance: ``X = U diag(√λ) Z``.
 

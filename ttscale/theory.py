@@ -73,11 +73,12 @@ def gamma_inverse(cov, n) -> jax.Array:
     return jnp.linalg.inv(gamma(cov, n))
 
 
-def mixture_preconditioner(covs, ns, probs) -> jax.Array:
-    """Learned preconditioner of a task mixture: ``P = Λ̄ Q⁻¹`` (SPEC §7).
+def mixture_preconditioner(covs, ns, probs, noise=0.0) -> jax.Array:
+    """Learned preconditioner of a task mixture: ``P = Λ̄ Q⁻¹``.
 
-    ``Λ̄ = Σ_ℓ π_ℓ Λ_ℓ``, ``Q = Σ_ℓ π_ℓ Γ(Λ_ℓ, n_ℓ) Λ_ℓ``; it minimises the one-step training
-    loss ``E ||P S w − w||²`` over the mixture and reduces to ``Γ⁻¹`` for one task.
+    ``Λ̄ = Σ_ℓ π_ℓ Λ_ℓ``, ``Q = Σ_ℓ π_ℓ (Γ(Λ_ℓ, n_ℓ) Λ_ℓ + σ² Λ_ℓ / n_ℓ)`` (``σ = noise``, the label-noise
+    standard deviation; ``E[b bᵀ] = E[S²] + σ² Λ / n`` for ``b = X y / n``); it minimises the one-step
+    training loss ``E ||P b − w||²`` over the mixture and reduces to ``Γ⁻¹`` for one noiseless task.
 
     ``covs``: a stacked :class:`Covariance` (``[L, d]``) or a list of them; ``ns [L]``;
     ``probs [L]`` on the simplex. Returns ``[d, d]``.
@@ -101,10 +102,11 @@ def mixture_preconditioner(covs, ns, probs) -> jax.Array:
     _checks.positive_count("ns", ns, allow_inf=True)
     check_simplex("probs", probs)
     mats = covs.matrix()
-    second = jax.vmap(second_moment)(mats, ns)
+    noise = jnp.asarray(noise, dtype)
+    second = jax.vmap(second_moment)(mats, ns) + (noise**2 / ns)[:, None, None] * mats
     Lbar = jnp.einsum("l,lij->ij", probs, mats)
     Q = jnp.einsum("l,lij->ij", probs, second)
-    return Lbar @ jnp.linalg.inv(Q)
+    return jnp.linalg.solve(Q.T, Lbar.T).T
 
 
 def check_simplex(name: str, probs, atol: float = 1e-5) -> None:
