@@ -17,6 +17,7 @@ import pytest
 from scipy import special, stats
 
 from ttscale import rng, spectra, sweep
+from ttscale.prompts import prompts_at, sample_statistics, statistics_of
 
 KEY = jax.random.key(20251003)
 U32 = 2**32
@@ -273,9 +274,9 @@ _COV = spectra.power_law(_D, 1.3)
 
 def test_prompts_for_non_contiguous_indices_match_contiguous_ranges():
     idx = np.array([9, 2, 5, 2, 8, 4, 3, 9])  # unordered, repeated; spans 2..9 (8 prompts, like the ranges)
-    got = sweep.prompts_for(KEY, idx, _COV, _M, noise=1.0)
-    low = sweep.prompts_for(KEY, np.arange(0, _P), _COV, _M, noise=1.0)  # prompts 0..7
-    high = sweep.prompts_for(KEY, np.arange(5, 5 + _P), _COV, _M, noise=1.0)  # prompts 5..12
+    got = prompts_at(KEY, idx, _COV, _M, noise=1.0)
+    low = prompts_at(KEY, np.arange(0, _P), _COV, _M, noise=1.0)  # prompts 0..7
+    high = prompts_at(KEY, np.arange(5, 5 + _P), _COV, _M, noise=1.0)  # prompts 5..12
     for field in ("X", "y", "w"):
         g, lo, hi = (np.asarray(getattr(p, field)) for p in (got, low, high))
         assert g.shape[0] == idx.size
@@ -287,33 +288,41 @@ def test_prompts_for_non_contiguous_indices_match_contiguous_ranges():
 
 @jax.jit
 def _stats_all(key, start):
-    noisy = sweep.prompt_stats(key, start, _P, _D, _M, jnp.float32, True)
-    quiet = sweep.prompt_stats(key, start, _P, _D, _M, jnp.float32, False)
-    infinite = sweep.prompt_stats(key, start, _P, _D, None, jnp.float32)
+    noisy = sample_statistics(key, _COV, _M, _P, 1.0, start)
+    quiet = sample_statistics(key, _COV, _M, _P, 0.0, start)
+    infinite = sample_statistics(key, _COV, math.inf, _P, 1.0, start)
     eps = rng.prompt_normals(key, start, _P, _M, jnp.float32, 1)
-    return noisy, quiet, infinite[3], infinite[:3], eps
+    return noisy, quiet, infinite, eps
 
 
 @pytest.mark.parametrize("start", [0, 6, U32 - _P])
-def test_prompt_stats_match_prompts_for(start):
+def test_statistics_match_the_prompts_they_summarise(start):
     lam = np.asarray(_COV.eigenvalues, np.float64)
-    pr = sweep.prompts_for(KEY, np.arange(start, start + _P), _COV, _M, noise=1.0)
+    pr = prompts_at(KEY, np.arange(start, start + _P), _COV, _M, noise=1.0)
     X, y, w = (np.asarray(a, np.float64) for a in (pr.X, pr.y, pr.w))
     assert X.shape == (_P, _D, _M) and w.shape == (_P, _D)
     Z = X / np.sqrt(lam)[:, None]  # X = sqrt(λ)[:, None] · Z for the diagonal covariance
 
-    (S_Z, g, ee, w_s), (S0, g0, ee0, w0), w_inf, nones, eps = jax.tree_util.tree_map(
-        np.asarray, _stats_all(KEY, np.uint32(start)))
-    eps = eps.astype(np.float64)
+    noisy, quiet, infinite, eps = _stats_all(KEY, np.uint32(start))
+    S_Z, g, ee, w_s = (np.asarray(a) for a in (noisy.S_Z, noisy.g, noisy.ee, noisy.w))
+    eps = np.asarray(eps, np.float64)
     np.testing.assert_allclose(y - np.einsum("bdm,bd->bm", X, w), eps, rtol=0, atol=2e-5)  # noise = 1
     assert S_Z.dtype == np.float32 and S_Z.shape == (_P, _D, _D) and g.shape == (_P, _D) and ee.shape == (_P,)
     np.testing.assert_array_equal(w_s, np.asarray(pr.w))
     np.testing.assert_allclose(S_Z, np.einsum("bim,bjm->bij", Z, Z) / _M, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(g, np.einsum("bim,bm->bi", Z, eps) / _M, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ee, np.sum(eps**2, axis=-1) / _M, rtol=1e-5, atol=1e-6)
-    # noisy=False draws the same Z and w (only ε is skipped); m = None draws the same w
-    np.testing.assert_allclose(S0, S_Z, rtol=1e-6, atol=0)
-    np.testing.assert_array_equal(w0, w_s)
-    assert not np.any(g0) and not np.any(ee0)
-    assert nones == (None, None, None)
-    np.testing.assert_array_equal(w_inf, w_s)
+    # the statistics in prompt space are the prompts' own: S = XXᵀ/m, b = Xy/m, yᵀy/m
+    np.testing.assert_allclose(noisy.S(), np.einsum("bim,bjm->bij", X, X) / _M, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(noisy.b(), np.einsum("bim,bm->bi", X, y) / _M, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(noisy.yy(), np.sum(y * y, -1) / _M, rtol=1e-5, atol=1e-5)
+    raw = statistics_of(pr)
+    for f in ("S", "b", "yy"):
+        np.testing.assert_allclose(getattr(raw, f)(), getattr(noisy, f)(), rtol=1e-5, atol=1e-5)
+    # noise = 0 draws the same Z and w (only ε is skipped); m = inf draws the same w
+    np.testing.assert_allclose(quiet.S_Z, S_Z, rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(quiet.w, w_s)
+    assert quiet.g is None and quiet.ee is None
+    assert infinite.S_Z is None and infinite.g is None
+    np.testing.assert_array_equal(infinite.w, w_s)
+    np.testing.assert_allclose(infinite.S()[0], np.diag(lam), rtol=1e-6)  # S = Σ exactly at m = ∞

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import ttscale as tts
-from ttscale import cot, lsa, store, sweep
+from ttscale import cot, lsa, models, store, sweep
+from ttscale.prompts import prompts_at
 from ttscale.sweep import SweepSpec, prompt_errors, run_sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,7 +111,7 @@ def test_turns_up_and_spectral_radius_equal_theory_best_k(base_ds):
     """
     assert base_ds["turns_up"].dims == base_ds["spectral_radius"].dims == ("spectrum", "n")
     assert base_ds["turns_up"].dtype == bool
-    base_forms = sweep.closed_forms(base_spec())
+    base_forms = sweep.theory_on_grid(base_spec())
     np.testing.assert_array_equal(base_ds["turns_up"], base_forms["turns_up"])
     np.testing.assert_allclose(base_ds["spectral_radius"], base_forms["spectral_radius"], rtol=1e-6)
     with jax.enable_x64(True):
@@ -118,7 +119,7 @@ def test_turns_up_and_spectral_radius_equal_theory_best_k(base_ds):
         test = tts.rotated(tts.power_law(4, 0.3, dtype=jnp.float64), jax.random.key(3))
         tilted = SweepSpec(d=4, family="explicit", covariances=lam, test=test, ns=(5.0, 30.0, INF), ms=(20.0,),
                            k_max=8, prompts=2, dtype="float64")
-        tilted_forms = sweep.closed_forms(tilted)
+        tilted_forms = sweep.theory_on_grid(tilted)
         assert tilted_forms["turns_up"].any() and not tilted_forms["turns_up"].all()
         assert np.any(tilted_forms["spectral_radius"] > 1) and np.any(tilted_forms["spectral_radius"] < 1)
         base64 = [tts.power_law(3, a, dtype=jnp.float64) for a in (0.0, 1.0)]
@@ -153,7 +154,7 @@ def test_monte_carlo_with_noise_rotations_and_dense_preconditioners():
 
 
 def test_sweep_prompts_are_the_core_prompts_and_errors_equal_the_core_rollout():
-    """Cell (s, n) prompt p is prompts_for(fold_in chain(seed, m, s, n), p): errors equal cot.pseudo_newton_errors."""
+    """Cell (s, n) prompt p is prompts_at(fold_in chain(seed, m, s, n), p): errors equal cot.pseudo_newton_errors."""
     spec = rotated_noisy_spec()
     errs = prompt_errors(spec, m_index=0, start=0, stop=1500)  # [S, N, 1500, K+1]
     keys = sweep.cell_keys(spec, 0)
@@ -163,7 +164,7 @@ def test_sweep_prompts_are_the_core_prompts_and_errors_equal_the_core_rollout():
         for i, n in enumerate(spec.ns):
             cov_s = tts.unstack(sig)[s]
             key = jax.random.wrap_key_data(keys[s * 2 + i])
-            prompts = sweep.prompts_for(key, np.arange(1500), cov_s, 12, noise=0.5)
+            prompts = prompts_at(key, np.arange(1500), cov_s, 12, noise=0.5)
             P = _gamma_inverse(tts.unstack(lam)[s], jnp.float32(n))
             ref = _pseudo_newton_errors(P, prompts, 4)
             np.testing.assert_allclose(errs[s, i], ref, rtol=2e-4, atol=2e-5)
@@ -207,8 +208,9 @@ def test_common_random_numbers_share_draws_and_shrink_the_variance_of_difference
     assert iqr_crn < 0.75 * iqr_indep, (iqr_crn, iqr_indep)
     # marginals are unchanged: each CRN cell still matches its closed form (m = inf)
     crn_inf = prompt_errors(base_spec(common_random_numbers=True), m_index=1)
-    mean, se, _ = sweep.summarize(crn_inf)
-    lim = sweep.closed_forms(base_spec())["limit_error"]
+    curve = cot.error_curve(np.moveaxis(crn_inf, -2, 0))
+    mean, se = curve.mean, curve.stderr
+    lim = sweep.theory_on_grid(base_spec())["limit_error"]
     assert np.max(np.abs(mean - lim)[..., 1:] / se[..., 1:]) < 4
 
 
@@ -263,33 +265,33 @@ def _check_fast_lsa(dtype, diag):
     key = jax.random.key(4)
     idx = jnp.arange(b)
     noise = 0.3
-    prompts = sweep.prompts_for(key, idx, cov, m, noise=noise)
+    prompts = prompts_at(key, idx, cov, m, noise=noise)
     ref = _lsa_errors(params, prompts, k_max)
-    stats = jax.jit(sweep.prompt_stats, static_argnums=(2, 3, 4, 5, 6))(key, 0, b, d, m, dtype, True)
-    A = jnp.sqrt(cov.eigenvalues) if diag else cov.basis * jnp.sqrt(cov.eigenvalues)[None, :]
-    fast = jax.jit(sweep.lsa_errors_from_stats, static_argnums=(3, 5, 6))(stats, A, params, m, noise, k_max, diag)
+    stats = tts.sample_statistics(key, cov, m, b, noise)  # the same prompts, as whitened statistics
+    fast = jax.jit(models.lsa.errors, static_argnums=(2, 3))(params, stats, k_max, False)
     tol = 2e-4 if dtype == jnp.float32 else 1e-10
     np.testing.assert_allclose(fast, ref, rtol=tol, atol=tol)
     # the constant-M fast path, valid when V[ŵ, (ŵ, 1)] = 0 (here: the rest of V stays generic)
     d1 = d + 1
     params0 = params._replace(V=params.V.at[d1 : 2 * d + 1, d1:].set(0.0))
     ref0 = _lsa_errors(params0, prompts, k_max)
-    fast0 = jax.jit(sweep.lsa_errors_from_stats, static_argnums=(3, 5, 6, 7))(stats, A, params0, m, noise, k_max, diag, True)
+    assert models.lsa.hints(params0) == {"constant_M": True} and models.lsa.hints(params) == {"constant_M": False}
+    fast0 = jax.jit(models.lsa.errors, static_argnums=(2, 3))(params0, stats, k_max, True)
     np.testing.assert_allclose(fast0, ref0, rtol=tol, atol=tol)
 
 
 def test_sweep_lsa_model_equals_pseudo_newton_and_trained_path_equals_reference_lsa():
     spec = base_spec(ms=(12.0,))
     pn = prompt_errors(spec, stop=64)
-    lsa_errs = prompt_errors(spec.replace(model="lsa", c=0.7), stop=64)
+    lsa_errs = prompt_errors(spec.replace(model="lsa:c=0.7"), stop=64)
     np.testing.assert_allclose(lsa_errs, pn, rtol=2e-4, atol=2e-5)
     params = _random_params(jax.random.key(9), 3, scale=0.03)
-    trained = spec.replace(model="trained", params=params)
+    trained = spec.replace(model="lsa", params=params)
     got = prompt_errors(trained, stop=64)
     keys = sweep.cell_keys(trained, 0)
     sig = tts.unstack(trained.test_covariances())
     for c in range(4):
-        prompts = sweep.prompts_for(jax.random.wrap_key_data(keys[c]), np.arange(64), sig[c // 2], 12)
+        prompts = prompts_at(jax.random.wrap_key_data(keys[c]), np.arange(64), sig[c // 2], 12)
         ref = _lsa_errors(params, prompts, 4)
         np.testing.assert_allclose(got[c // 2, c % 2], ref, rtol=2e-4, atol=2e-5)
 
@@ -396,7 +398,12 @@ def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path, b
         (dict(dtype="float16"), ValueError, "dtype"),
         (dict(test="rotated"), ValueError, "test"),
         (dict(model="trained", ms=(12.0,)), TypeError, "params"),
-        (dict(model="magic"), ValueError, "model"),
+        (dict(model="magic"), ValueError, "unknown model 'magic'"),
+        (dict(model="gd:eta=-1"), ValueError, "eta"),
+        (dict(model="gd:step=1"), ValueError, "model gd"),
+        (dict(model="lsa:c=0", ms=(12.0,)), ValueError, "c must be"),
+        (dict(model=42), TypeError, "model"),
+        (dict(model="lsa", params=lsa.LSAParams(np.zeros((3, 3)), np.zeros((3, 3))), ms=(12.0,)), ValueError, "params"),
         (dict(family="explicit"), ValueError, "covariances"),
         (dict(chunk=0), ValueError, "chunk"),
         (dict(k_max=2.5), TypeError, "k_max"),
@@ -455,44 +462,27 @@ def test_cli_writes_the_same_dataset(tmp_path, base_ds, capsys):
     assert "inf" in capsys.readouterr().err
 
 
-def test_prompt_blocked_group_iteration_equals_unblocked():
-    """Loop tiling over prompts (cache-resident blocks) changes no number."""
-    d, b, G, k = 5, 24, 3, 6
-    key = jax.random.key(3)
-    stats = sweep.prompt_stats(key, 0, b, d, 11, jnp.float32, noisy=True)
-    A = jnp.abs(jax.random.normal(jax.random.key(4), (G, d))) + 0.5
-    P = jnp.abs(jax.random.normal(jax.random.key(5), (G, d))) * 0.3
-    blocked = sweep.pseudo_newton_group_errors(stats, A, P, 0.2, k, True, True)
-    whole = sweep._assemble(sweep._group_errors_block(stats, A, P, 0.2, k, True, True), stats[3], G)
-    assert blocked.shape == (G, b, k + 1)
-    np.testing.assert_allclose(blocked, whole, rtol=1e-6, atol=0)
-    # the optimised forms give the same numbers: u = A e (scaled), and the cell-free single-cell state
-    scaled = sweep.pseudo_newton_group_errors(stats, A, P, 0.2, k, True, True, scaled=True)
-    np.testing.assert_allclose(scaled, blocked, rtol=2e-5, atol=1e-6)
-    for c in range(G):
-        for sc in (False, True):
-            one = sweep.pseudo_newton_errors_from_stats(stats, A[c], P[c], 0.2, k, True, True, scaled=sc)
-            np.testing.assert_allclose(one, blocked[c], rtol=2e-5, atol=1e-6)
-    # dense A and P take the general form; scaled=True refuses them
-    Ad = jax.vmap(jnp.diag)(A)
-    dense = sweep.pseudo_newton_group_errors(stats, Ad, jax.vmap(jnp.diag)(P), 0.2, k, False, False)
-    np.testing.assert_allclose(dense, blocked, rtol=2e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="scaled"):
-        sweep.pseudo_newton_group_errors(stats, Ad, P, 0.2, k, False, True, scaled=True)
-
-
-@pytest.mark.parametrize("shape", [(3, 7, 5), (2, 4, 8, 6), (1, 2, 3)])
-def test_summarize_matches_error_curve(shape):
-    rng = np.random.default_rng(1)
-    e = rng.exponential(size=shape).astype(np.float32)
-    e[..., 0, 1] = np.inf
-    e[..., 1, 2] = np.nan
-    ref = tts.error_curve(jnp.asarray(np.moveaxis(e, -2, 0)))
-    for got, want in zip(sweep.summarize(e), ref):
-        want = np.asarray(want)
-        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
-        finite = np.isfinite(want)
-        np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6)
+def test_pseudo_newton_kernel_forms_agree_and_blocks_change_nothing():
+    """The scaled diagonal form u = A e, the general form (dense A and P) and the literal ŵ iteration agree,
+    and the engine's prompt blocks and cell groups change no number (one cell run alone = in a group)."""
+    d, b, k = 5, 24, 6
+    cov = tts.from_eigenvalues(np.array([2.0, 1.0, 0.5, 0.25, 0.0]))  # a zero eigenvalue: that coordinate never moves
+    stats = tts.sample_statistics(jax.random.key(3), cov, 11, b, noise=0.2)
+    P = jnp.abs(jax.random.normal(jax.random.key(5), (d,))) * 0.3
+    pn = models.pseudo_newton
+    scaled = pn.errors(pn.PseudoNewtonParams(P), stats, k)
+    dense_stats = tts.Statistics(stats.S_Z, stats.g, stats.ee, stats.w, jnp.diag(stats.root), stats.noise, stats.m)
+    general = pn.errors(pn.PseudoNewtonParams(jnp.diag(P)), dense_stats, k)
+    np.testing.assert_allclose(scaled, general, rtol=2e-5, atol=1e-6)
+    # the literal iterate ŵ ← ŵ − P(S ŵ − b) on the raw prompts of the same key
+    prompts = prompts_at(jax.random.key(3), np.arange(b), cov, 11, noise=0.2)
+    est = jax.vmap(lambda X, y: cot.pseudo_newton_estimates(jnp.diag(P), X, y, k))(prompts.X, prompts.y)
+    np.testing.assert_allclose(scaled, cot.squared_errors(est, prompts.w), rtol=2e-4, atol=2e-5)
+    # engine: a one-cell sweep equals the same cell inside a CRN group of 4 cells
+    spec = base_spec(ms=(12.0,), prompts=40, chunk=40, common_random_numbers=True)
+    whole = prompt_errors(spec)
+    alone = prompt_errors(spec.replace(alphas=(1.0,), ns=(16.0,)))
+    np.testing.assert_allclose(alone[0, 0], whole[1, 1], rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- statistics in bounded memory
@@ -548,3 +538,124 @@ def test_standard_errors_stay_right_when_errors_are_tiny():
     np.testing.assert_allclose(rel_se, np.sqrt(2 / 10) / np.sqrt(512), rtol=0.25)
     z = ((ds["mean"] - ds["limit_error"]) / ds["stderr"]).values[1:]
     assert np.max(np.abs(z)) < 4, z
+
+
+# ----------------------------------------------------------------------------- the model protocol
+def _heavy_ball(eta=0.3, beta=0.4) -> models.Model:
+    """A model defined outside the package: CoT with momentum, ŵ_{k+1} = ŵ_k − η(S ŵ_k − b) + β(ŵ_k − ŵ_{k−1})."""
+
+    def init(train, n):
+        # the step depends on the training task: η scaled by 1 / (mean eigenvalue of Λ + 1/n)
+        return {"eta": eta / (jnp.mean(train.eigenvalues) + 1.0 / n), "beta": jnp.asarray(beta, train.dtype)}
+
+    def errors(params, stats, k_max):
+        b = stats.b()
+
+        def step(state):
+            w_hat, w_prev = state
+            w_next = w_hat - params["eta"] * (stats.apply_S(w_hat) - b) + params["beta"] * (w_hat - w_prev)
+            return (w_next, w_hat), w_next
+
+        zero = jnp.zeros_like(stats.w)
+        est = models.rollout(step, (zero, zero), k_max)
+        return models.squared_errors_of(jnp.moveaxis(est, 0, -2), stats.w)
+
+    return models.Model("heavy_ball", init, errors)
+
+
+def test_a_model_defined_outside_the_package_sweeps_like_a_builtin():
+    """run_sweep with a test-file model gives, cell by cell, its own rollout on the cell's prompts,
+    and that rollout equals a plain NumPy loop over the raw prompts (independent of the model's code)."""
+    model = _heavy_ball()
+    spec = base_spec(ms=(12.0,), prompts=96, chunk=64, model=model, noise=0.3)
+    ds = run_sweep(spec, progress=False)
+    assert ds.attrs["model"] == "heavy_ball" and "limit_error" not in ds  # no preconditioner: no closed forms
+    errs = prompt_errors(spec)  # [S, N, P, K+1]
+    keys = sweep.cell_keys(spec, 0)
+    for s, alpha in enumerate(spec.alphas):
+        for i, n in enumerate(spec.ns):
+            cov = tts.power_law(3, alpha)
+            prompts = prompts_at(jax.random.wrap_key_data(keys[s * 2 + i]), np.arange(96), cov, 12, noise=0.3)
+            params = model.init(cov, jnp.float32(n))
+            own = jax.jit(model.errors, static_argnums=2)(params, tts.statistics_of(prompts), 4)
+            np.testing.assert_allclose(errs[s, i], own, rtol=2e-4, atol=2e-5)
+            X, y, w = (np.asarray(a, np.float64) for a in prompts)
+            eta, beta = float(params["eta"]), float(params["beta"])
+            cur, prev = np.zeros_like(w), np.zeros_like(w)
+            ref = [np.sum(w * w, -1)]
+            for _ in range(4):
+                grad = np.einsum("bim,bm->bi", X, np.einsum("bim,bi->bm", X, cur) - y) / 12
+                cur, prev = cur - eta * grad + beta * (cur - prev), cur
+                ref.append(np.sum((cur - w) ** 2, -1))
+            np.testing.assert_allclose(errs[s, i], np.stack(ref, -1), rtol=2e-4, atol=2e-5)
+    mean = errs.mean(axis=2)
+    np.testing.assert_allclose(ds["mean"].values[:, :, 0], mean, rtol=1e-5)
+
+
+def test_from_step_builds_a_model_whose_sweep_equals_its_rollout():
+    """A one-line CoT step (sign-preconditioned GD, nonlinear in ŵ) through models.from_step."""
+    step = lambda params, stats, w_hat: w_hat - params * jnp.tanh(stats.apply_S(w_hat) - stats.b())  # noqa: E731
+    model = models.from_step("tanh_gd", lambda train, n: jnp.asarray(0.4, train.dtype), step)
+    spec = base_spec(ms=(12.0, INF), prompts=64, chunk=64, model=model, common_random_numbers=True)
+    errs = prompt_errors(spec, m_index=0)
+    key = jax.random.wrap_key_data(sweep.cell_keys(spec, 0))
+    for s, alpha in enumerate(spec.alphas):
+        prompts = prompts_at(key, np.arange(64), tts.power_law(3, alpha), 12)
+        X, y, w = (np.asarray(a, np.float64) for a in prompts)
+        cur, ref = np.zeros_like(w), [np.sum(w * w, -1)]
+        for _ in range(4):
+            cur = cur - 0.4 * np.tanh(np.einsum("bim,bm->bi", X, np.einsum("bim,bi->bm", X, cur) - y) / 12)
+            ref.append(np.sum((cur - w) ** 2, -1))
+        for i in range(2):  # the model ignores n: both cells equal
+            np.testing.assert_allclose(errs[s, i], np.stack(ref, -1), rtol=2e-4, atol=2e-5)
+
+
+def test_gd_equals_its_closed_form_on_identical_prompts():
+    """gd: ||(I − ηS)^k w||² per prompt (NumPy, on the cell's raw prompts); at m = ∞ the closed form
+    limit_error(ηI, Σ, k), and with Σ = I every prompt scales by exactly (1 − η)^{2k}."""
+    spec = base_spec(ms=(12.0, INF), prompts=64, chunk=64, model="gd:eta=0.5")
+    errs = prompt_errors(spec, m_index=0)
+    keys = sweep.cell_keys(spec, 0)
+    for s, alpha in enumerate(spec.alphas):
+        prompts = prompts_at(jax.random.wrap_key_data(keys[2 * s]), np.arange(64), tts.power_law(3, alpha), 12)
+        X, w = np.asarray(prompts.X, np.float64), np.asarray(prompts.w, np.float64)
+        B = np.eye(3) - 0.5 * np.einsum("bim,bjm->bij", X, X) / 12
+        e, ref = -w, [np.sum(w * w, -1)]
+        for _ in range(4):
+            e = np.einsum("bij,bj->bi", B, e)
+            ref.append(np.sum(e * e, -1))
+        np.testing.assert_allclose(errs[s, 0], np.stack(ref, -1), rtol=2e-4, atol=2e-5)
+    ds = run_sweep(spec, progress=False)
+    for s, alpha in enumerate(spec.alphas):
+        lim = _limit_error(0.5 * jnp.eye(3), tts.power_law(3, alpha), 4)
+        np.testing.assert_allclose(ds["limit_error"][s, 0], lim, rtol=1e-5)
+        z = (ds["mean"].sel(m=INF)[s, 0] - lim) / ds["stderr"].sel(m=INF)[s, 0]
+        assert float(np.max(np.abs(z[1:]))) < 4
+    iso = prompt_errors(base_spec(alphas=(0.0,), ns=(20.0,), ms=(INF,), model="gd:eta=0.5", prompts=64, chunk=64))
+    np.testing.assert_allclose(iso[0, 0] / iso[0, 0, :, :1], np.broadcast_to(0.25 ** np.arange(5), (64, 5)), rtol=1e-6)
+
+
+def test_cli_sweeps_gd_to_its_closed_form(tmp_path, capsys):
+    """ttscale sweep --d 10 --alpha 0 --n 20 --m inf --k-max 6 --model gd:eta=0.5: mean d (1 − η)^{2k}."""
+    from ttscale.cli import main
+
+    out = tmp_path / "gd.nc"
+    assert main(["sweep", "--d", "10", "--alpha", "0", "--n", "20", "--m", "inf", "--k-max", "6",
+                 "--model", "gd:eta=0.5", "--out", str(out), "--no-progress"]) == 0
+    ds = store.read_dataset(str(out)).isel(spectrum=0, n=0, m=0)
+    assert ds.attrs["model"] == "gd:eta=0.5"
+    theory_curve = 10 * 0.25 ** np.arange(7)
+    np.testing.assert_allclose(ds["limit_error"], theory_curve, rtol=1e-6)
+    z = (ds["mean"] - theory_curve) / ds["stderr"]
+    assert float(np.max(np.abs(z))) < 4, z.values
+    np.testing.assert_allclose(ds["mean"] / ds["mean"][0], 0.25 ** np.arange(7), rtol=1e-5)
+    assert main(["sweep", "--model", "newton:order=2", "--no-progress"]) == 2
+    assert "unknown model 'newton'" in capsys.readouterr().err
+
+
+def test_registry_names_round_trip_through_the_spec_json():
+    for name in ("pseudo_newton", "gd:eta=0.25", "lsa:c=0.7"):
+        spec = base_spec(ms=(12.0,), model=name)
+        again = SweepSpec.from_json(spec.to_json())
+        assert again == spec and again.model_object.name == spec.model_object.name
+    assert base_spec(model="gd:eta=0.25").identity() != base_spec(model="gd:eta=0.5").identity()

@@ -30,7 +30,19 @@ from ttscale.spectra import (
     stack,
     unstack,
 )
-from ttscale.prompts import Normals, Prompts, prompts_from_normals, sample_normals, sample_prompts
+from ttscale.prompts import (
+    Normals,
+    Prompts,
+    Statistics,
+    prompts_at,
+    prompts_from_normals,
+    sample_normals,
+    sample_prompts,
+    sample_statistics,
+    statistics_of,
+)
+from ttscale import models
+from ttscale.models import Model
 from ttscale.lsa import (
     LSAParams,
     embed,
@@ -82,7 +94,7 @@ from ttscale.training import (
     save_params,
     stack_task_arrays,
 )
-from ttscale.sweep import SweepSpec, closed_forms, prompt_errors, run_sweep
+from ttscale.sweep import SweepSpec, prompt_errors, run_sweep, theory_on_grid
 from ttscale.devices import use_cpu_cores
 from ttscale.store import SpecMismatchError
 from ttscale.selection import CRITERIA, Selection, TaskPool, paper_pool, select_mixture, task_pool

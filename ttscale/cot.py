@@ -1,6 +1,8 @@
-"""Test-time chain of thought: k passes from ``ŵ_0 = 0``, each feeding its estimate back (SPEC §4).
+"""Test-time chain of thought: k passes from ``ŵ_0 = 0``, each feeding its estimate back.
 
-Two steppers compute the same iterates when ``V = V*`` (Proposition 3.2):
+The rollout of any model is :func:`ttscale.models.rollout` (one ``lax.scan`` over steps) and its
+errors are ``model.errors`` (:mod:`ttscale.models`). This module gives the paper's two steppers
+on raw prompts, which compute the same iterates when ``V = V*`` (Proposition 3.2):
 
 * **LSA with feedback** — ``E_0 = embed(X, y, 0)``; pass ``i`` reads ``ŵ_{i+1}`` from the last
   column of ``f(E_i)`` and appends the column ``[0; 0; ŵ_{i+1}; 1]``; ``ρ = m`` throughout.
@@ -19,24 +21,19 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ttscale import _checks
+from ttscale import _checks, models
 from ttscale import lsa as lsa_mod
-from ttscale.prompts import Prompts
+from ttscale.models import pseudo_newton
+from ttscale.prompts import Prompts, statistics_of
 
 LSA_METHODS = ("gram", "last_column", "full")
 
 
 def rollout(step: Callable, state, k_max: int):
     """Run ``state, out = step(state)`` ``k_max`` times with ``lax.scan``; returns stacked ``out [k_max, ...]``."""
-    k_max = _checks.static_int("k_max", k_max, minimum=0)
-
-    def body(carry, _):
-        carry, out = step(carry)
-        return carry, out
-
-    _, outs = jax.lax.scan(body, state, None, length=k_max)
-    return outs
+    return models.rollout(step, state, _checks.static_int("k_max", k_max, minimum=0))
 
 
 # ----------------------------------------------------------------------------- pseudo-Newton
@@ -59,16 +56,12 @@ def pseudo_newton_estimates(P: jax.Array, X: jax.Array, y: jax.Array, k_max: int
     return rollout(step, w0, k_max)
 
 
-def squared_errors(estimates: jax.Array, w: jax.Array, w0=None) -> jax.Array:
-    """``||ŵ_k − w||²`` for ``k = 0..k_max`` from ``estimates [..., k_max, d]`` and ``w [..., d]`` → ``[..., k_max + 1]``.
+def squared_errors(estimates: jax.Array, w: jax.Array) -> jax.Array:
+    """``||ŵ_k − w||²`` for ``k = 0..k_max`` from ``estimates [..., k_max, d]`` and ``w [..., d]`` (``ŵ_0 = 0``) → ``[..., k_max + 1]``.
 
     ``nan`` (from ``inf − inf`` in a divergent rollout) is reported as ``inf``.
     """
-    w0 = jnp.zeros_like(w) if w0 is None else w0
-    e0 = jnp.sum((w0 - w) ** 2, axis=-1, keepdims=True)
-    ek = jnp.sum((estimates - w[..., None, :]) ** 2, axis=-1)
-    errs = jnp.concatenate([e0, ek], axis=-1)
-    return jnp.where(jnp.isnan(errs), jnp.inf, errs)
+    return models.squared_errors_of(estimates, w)
 
 
 def _check_prompts(prompts: Prompts, d: int | None = None) -> None:
@@ -83,28 +76,14 @@ def _check_prompts(prompts: Prompts, d: int | None = None) -> None:
 def pseudo_newton_errors(P: jax.Array, prompts: Prompts, k_max: int) -> jax.Array:
     """Squared errors ``[batch, k_max + 1]`` of the pseudo-Newton rollout with preconditioner ``P [d, d]``.
 
-    Works on the error ``e = ŵ − w`` directly: ``e_{k+1} = B e_k + P ξ``, ``B = I − P S_m``,
-    ``ξ = X y/m − S_m w`` (zero without label noise), ``e_0 = −w``. Never stores the iterates.
+    The ``pseudo_newton`` model's kernel (:func:`ttscale.models.pseudo_newton.errors`) on the
+    statistics of ``prompts`` (:func:`ttscale.prompts.statistics_of`).
     """
     k_max = _checks.static_int("k_max", k_max, minimum=0)
     _check_prompts(prompts)
     P = _checks.square_matrix("P", P, prompts.d)
-    X, y, w = prompts.X, prompts.y, prompts.w
-    m = X.shape[-1]
-    d = X.shape[-2]
-    S = jnp.einsum("bim,bjm->bij", X, X) / m
-    B = jnp.eye(d, dtype=X.dtype) - jnp.einsum("ij,bjk->bik", P.astype(X.dtype), S)
-    xi = jnp.einsum("bim,bm->bi", X, y) / m - jnp.einsum("bij,bj->bi", S, w)
-    drift = jnp.einsum("ij,bj->bi", P.astype(X.dtype), xi)
-
-    def step(e):
-        e_next = jnp.einsum("bij,bj->bi", B, e) + drift
-        return e_next, jnp.sum(e_next * e_next, axis=-1)
-
-    e0 = -w
-    errs = rollout(step, e0, k_max)  # [k_max, batch]
-    errs = jnp.concatenate([jnp.sum(w * w, axis=-1)[None], errs], axis=0).T
-    return jnp.where(jnp.isnan(errs), jnp.inf, errs)
+    stats = statistics_of(prompts)
+    return pseudo_newton.errors(pseudo_newton.PseudoNewtonParams(P.astype(prompts.X.dtype)), stats, k_max)
 
 
 # ----------------------------------------------------------------------------- literal LSA
@@ -170,27 +149,26 @@ def lsa_errors(params, prompts: Prompts, k_max: int, rho=None, method: str = "gr
 
 # ----------------------------------------------------------------------------- statistics
 class ErrorCurve(NamedTuple):
-    """Mean, standard error of the mean and median of ``||ŵ_k − w||²`` over prompts, each ``[..., k_max + 1]``."""
+    """Mean, standard error of the mean and median of ``||ŵ_k − w||²`` over prompts, each ``[..., k_max + 1]`` (NumPy)."""
 
-    mean: jax.Array
-    stderr: jax.Array
-    median: jax.Array
+    mean: np.ndarray
+    stderr: np.ndarray
+    median: np.ndarray
 
 
-def error_curve(sq_errors: jax.Array) -> ErrorCurve:
-    """Summarise per-prompt squared errors ``[batch, k]`` over the batch axis.
+def error_curve(sq_errors) -> ErrorCurve:
+    """Summarise per-prompt squared errors ``[batch, k]`` over the batch axis (:mod:`ttscale.summary`, on the host).
 
     Divergent prompts give ``inf`` (never an exception): the mean and standard error become
     ``inf`` while the median stays finite as long as fewer than half the prompts diverge.
     """
-    if sq_errors.shape[0] < 2:
-        raise ValueError(f"need at least 2 prompts for a standard error, got {sq_errors.shape[0]}")
-    errs = jnp.where(jnp.isnan(sq_errors), jnp.inf, sq_errors)
-    n = errs.shape[0]
-    mean = jnp.mean(errs, axis=0)
-    finite = jnp.all(jnp.isfinite(errs), axis=0)
-    centred = jnp.where(finite, errs - jnp.where(finite, mean, 0.0), 0.0)
-    var = jnp.sum(centred**2, axis=0) / (n - 1)
-    stderr = jnp.where(finite, jnp.sqrt(var / n), jnp.inf)
-    median = jnp.median(errs, axis=0)
-    return ErrorCurve(mean, stderr, median)
+    from ttscale import summary
+
+    errs = np.asarray(sq_errors)
+    if errs.ndim < 1 or errs.shape[0] < 2:
+        raise ValueError(f"need at least 2 prompts for a standard error, got shape {errs.shape}")
+    rows = np.moveaxis(errs, 0, -1).reshape(-1, errs.shape[0])  # [(k...), prompts]
+    mean, stderr = summary.finish(summary.moments_of(rows))
+    median = summary.median_rows(rows)
+    shape = errs.shape[1:]
+    return ErrorCurve(*(np.asarray(x).reshape(shape).astype(errs.dtype) for x in (mean, stderr, median)))

@@ -271,8 +271,8 @@ def statistics_of(prompts: Prompts) -> Statistics:
 def sample_statistics(key, cov: Covariance, length, batch: int, noise=0.0, start=0) -> Statistics:
     """Sufficient statistics of the prompts :func:`sample_prompts` draws (same key, same prompts).
 
-    ``length`` may be ``inf`` (``S = Σ`` exactly: only ``w`` is drawn). ``noise = 0`` gives
-    ``g = εᵀε/m = None``.
+    ``length`` may be ``inf`` (``S = Σ`` exactly: only ``w`` is drawn). A concrete ``noise = 0``
+    gives ``g = εᵀε/m = None`` (ε is not drawn); a traced ``noise`` always draws ε.
     """
     if not isinstance(cov, Covariance):
         raise TypeError(f"cov must be a Covariance, got {type(cov).__name__}")
@@ -282,7 +282,8 @@ def sample_statistics(key, cov: Covariance, length, batch: int, noise=0.0, start
     m = None if math.isinf(float(length)) else _checks.static_int("length", length, minimum=1)
     if m is not None:
         _check_sizes(batch, cov.d, m)
+    zero = isinstance(noise, (int, float, np.number)) and float(noise) == 0.0  # static: ε is not drawn
     noise = _check_noise(noise, cov.dtype)
-    noisy = not (_checks.is_concrete(noise) and float(noise) == 0.0)
+    noisy = not (zero or (_checks.is_concrete(noise) and float(noise) == 0.0))
     Z, w, eps = draw_normals(key, start, batch, cov.d, m, cov.dtype, noisy)
     return whitened_statistics(Z, w, eps, cov.root(), noise, m)

@@ -1,94 +1,73 @@
-"""Sweep engine: CoT error over a grid of spectra × training lengths n × test lengths m × steps k.
+"""Sweep engine: CoT error of any model over spectra × training lengths n × test lengths m × steps k.
 
     spec = SweepSpec(d=20, alphas=np.linspace(0, 2, 16), ns=(5, 10, 20, 40, 80), ms=(40,),
-                     k_max=32, prompts=4096)
+                     k_max=32, prompts=4096, model="pseudo_newton")   # or "gd:eta=0.5", "lsa", a Model
     ds = run_sweep(spec, out="sweepA.nc")        # xarray.Dataset, dims spectrum, n, m, k
 
 For every cell (spectrum s, training length n, test length m) the engine draws ``prompts``
-test prompts ``X = Σ_s^{1/2} Z`` (``Z`` standard normal ``[d, m]``), ``w ~ N(0, I_d)``,
-``y = Xᵀw + σ ε`` and runs k = 0..k_max CoT steps from ``ŵ_0 = 0`` with the learned
-preconditioner ``P = Γ(Λ_s, n)⁻¹`` (``model="pseudo_newton"``), the literal LSA forward with
-the Theorem 3.1 optimum (``model="lsa"``) or given trained parameters (``model="trained"``).
-The Dataset holds the mean, standard error and median of ``||ŵ_k − w||²`` over prompts and
-the closed forms of :mod:`ttscale.theory` on the same grid (names: ``docs`` of
-:func:`run_sweep`).
+test prompts ``X = Σ_s^{1/2} Z``, ``w ~ N(0, I_d)``, ``y = Xᵀw + σ ε`` (:mod:`ttscale.prompts`),
+gives them to the model with the parameters ``model.init(Λ_s, n)`` (:mod:`ttscale.models`) and
+records ``||ŵ_k − w||²`` for ``k = 0..k_max``. The Dataset holds the mean, standard error and
+median over prompts and, when the model is a fixed preconditioner ``P``, the closed forms of
+:mod:`ttscale.theory` evaluated in float64 on the same grid.
 
-How the work is organised (all of it is exact; none of it changes the numbers):
+The engine owns only the organisation (none of it changes the numbers):
 
-* **Sufficient statistics.** Every path needs a prompt only through
-  ``S_Z = Z Zᵀ/m``, ``g = Z ε/m``, ``εᵀε/m`` and ``w``: with ``A = U diag(√λ)`` (so ``X = A Z``)
-  ``S_m = A S_Z Aᵀ`` and ``X y/m = A (S_Z Aᵀ w + σ g)``. Pseudo-Newton iterates the error
-  ``e_{k+1} = e_k − P (S_m e_k − σ A g)``, ``e_0 = −w`` (``S_m`` applied as ``A (S_Z (Aᵀ e))``,
-  never formed per cell). The LSA path uses the exact low-rank form of the Gram-matrix
-  recursion (:func:`lsa_errors_from_stats`), equal to :func:`ttscale.cot.lsa_errors`.
-* **Randomness.** Cell ``(s, i_n, i_m)`` has the key ``fold_in(fold_in(fold_in(key(seed),
-  i_m), s), i_n)``; prompt ``p`` reads ``Z [d, m]``, ``ε [m]`` and ``w [d]`` at position ``p`` of
-  three counter-based Threefry streams of that key (:mod:`ttscale.rng`, :func:`prompt_stats`),
-  so results do not depend on the chunk size, the number or order of devices, or the order in
-  which cells run. (XLA's ``RngBitGenerator`` makes these normals ≈ 4× faster than
-  ``jax.random.normal`` on CPU, ``benchmarks/profile_sweep.py``; the scheme is versioned by :data:`SAMPLER`, part of
-  :meth:`SweepSpec.identity`.) With ``common_random_numbers=True`` the key is
-  ``fold_in(key(seed), i_m)``: every spectrum and every ``n`` of one ``m`` sees the *same*
-  base normals, transformed by its own ``Σ^{1/2}`` (and ``S_Z`` is computed once per prompt,
-  shared by all cells). Each cell's marginal distribution, mean and standard error are
-  unchanged, but cells become positively correlated: *differences* between cells (n vs n,
-  α vs α, smooth curves along a grid axis) have smaller spread, while the cells are no longer
-  independent samples (do not pool them as if they were). ``m = ∞`` draws only ``w``
-  (``S_m = Σ`` exactly, ``σ g → 0``).
-* **Kernels.** Pseudo-Newton runs all ``k_max`` steps on cache-resident blocks of
-  ``_PROMPT_BLOCK`` prompts; with common random numbers a group of cells shares ``S_Z`` and each
-  step is one small GEMM per prompt (:func:`pseudo_newton_group_errors`); for diagonal
-  ``A > 0`` and ``P`` the state is ``u = A e`` (one elementwise product per step). Every fast
-  form is tested equal to the plain one.
-* **Compilation.** One ``jax.jit`` program per test length ``m`` (a shape), taking the
-  chunk's first prompt index, the seed and the per-cell covariances / preconditioners /
-  parameters as traced arguments: every chunk and every cell of that shape reuses it.
-  Within a chunk, cells are ``vmap``-ed in groups (``lax.map`` with a ``batch_size`` chosen
-  so the peak memory stays ∝ the chunk size).
+* **Models.** It calls ``model.init`` (``vmap``-ed over spectra × n, in float64) and
+  ``model.errors`` — nothing else; a model defined outside the package runs like a built-in.
+  Statistics-reading models get :class:`~ttscale.prompts.Statistics` (whitened: ``S_Z = Z Zᵀ/m``
+  shared, the cell's root ``A = Σ^{1/2}``), prompt-reading models get the raw prompts.
+* **Randomness.** Cell ``(s, i_n, i_m)`` has the key ``fold_in(fold_in(fold_in(key(seed), i_m), s),
+  i_n)``; prompt ``p`` is prompt ``p`` of that key in the one counter-based sampler
+  (:func:`ttscale.prompts.draw_normals`), so results do not depend on the chunk size, the number or
+  order of devices, or the order in which cells run (the scheme is versioned by :data:`SAMPLER`,
+  part of :meth:`SweepSpec.identity`). With ``common_random_numbers=True`` the key is
+  ``fold_in(key(seed), i_m)``: every spectrum and ``n`` of one ``m`` sees the *same* base normals
+  (``S_Z`` computed once per prompt and shared), so differences between cells have smaller spread
+  while each cell's marginal law is unchanged. ``m = ∞`` draws only ``w`` (``S_m = Σ`` exactly).
+* **Kernels.** Prompts run in cache-resident blocks of :data:`_PROMPT_BLOCK` (all ``k_max``
+  steps on a block before the next); cells are ``vmap``-ed in groups — with common random
+  numbers a group shares ``S_Z``, so a pseudo-Newton step becomes one small GEMM per prompt.
+* **Compilation.** One ``jax.jit`` program per test length ``m`` (a shape), taking the chunk's
+  first prompt index, the keys and the per-cell parameters and roots as traced arguments: every
+  chunk and every cell of that shape reuses it.
 * **Devices.** The prompts of a chunk are split over every device with ``shard_map`` (no
-  communication: each device draws and iterates its own prompts and returns their errors and
-  moments); multi-host after ``jax.distributed.initialize()``, where the mesh spans all
-  processes' devices and process 0 writes the files. On a CPU, call
-  :func:`ttscale.use_cpu_cores` first to get one device per core (the CLI does).
-* **Statistics in bounded memory.** Each chunk returns, per cell and ``k``, the mean and sum
-  of squared deviations of its prompts (computed on the device) and the per-prompt errors;
-  the host merges moments exactly (Chan et al.; :mod:`ttscale.summary`) and keeps the
-  per-prompt errors only for the exact median: in RAM up to :data:`HOST_MEMORY` bytes per
-  ``m``, beyond that in a file (``<out>.partial`` or a temporary directory, ``pwrite``/``pread``)
-  reduced slab by slab. Host memory is therefore bounded by ``HOST_MEMORY`` plus a few chunks,
-  device memory by the chunk, whatever the number of prompts.
-* **Resumption.** With ``out`` each finished chunk (errors and moments) is saved atomically
-  (see :mod:`ttscale.store`); a rerun loads finished chunks and computes only the rest, and
-  gives the uninterrupted run's numbers bit for bit.
+  communication); multi-host after ``jax.distributed.initialize()``, where process 0 writes. On a
+  CPU, call :func:`ttscale.use_cpu_cores` first to get one device per core (the CLI does).
+* **Statistics in bounded memory.** Each chunk returns, per cell and ``k``, the mean and sum of
+  squared deviations of its prompts (:func:`chunk_moments`, on the device) and the per-prompt
+  errors; the host merges moments exactly and keeps the per-prompt errors only for the exact
+  median (:mod:`ttscale.summary`): in RAM up to :data:`HOST_MEMORY` bytes per ``m``, beyond that in
+  a file next to ``out``, reduced slab by slab.
+* **Resumption.** With ``out`` each finished chunk is saved atomically (:mod:`ttscale.store`); a
+  rerun loads finished chunks and computes only the rest, bit for bit the uninterrupted result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import numbers
-import os
-import time
 from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttscale import _checks
-from ttscale import lsa as lsa_mod
-from ttscale import rng as rng_mod
+from ttscale import _checks, models, theory
 from ttscale import spectra as spectra_mod
+from ttscale.prompts import Prompts, Statistics, draw_normals, whitened_statistics
 from ttscale.spectra import Covariance
 
 FAMILIES = ("power_law", "explicit")
 TESTS = ("aligned", "identity")
-MODELS = ("pseudo_newton", "lsa", "trained")
 DTYPES = ("float32", "float64")
 _MEMORY_BUDGET = 128 * 2**20  # bytes of per-cell working memory per chunk (sets the cell group size)
 _INDEPENDENT_GROUP = 4  # at most this many cells vmapped together when each draws its own prompts
+_PROMPT_BLOCK = 8  # prompts per cache-resident block: all k steps run on a block before the next (measured: 8 beat 4096 by ~2-4x on CPU)
 
 #: Version of the random-number scheme (part of :meth:`SweepSpec.identity`: results of an older
 #: scheme are never mixed with, or mistaken for, this one's).
@@ -181,9 +160,13 @@ class SweepSpec:
       (whole numbers ``≥ 1`` or ``inf``).
     * ``k_max`` (``≥ 0``), ``prompts`` per cell (``≥ 2``), ``chunk`` prompts per compiled call.
     * ``noise`` — label-noise standard deviation ``σ``.
-    * ``model`` — ``"pseudo_newton"`` (``P = Γ⁻¹``), ``"lsa"`` (literal LSA forward with the
-      Theorem 3.1 optimum, scale ``c``) or ``"trained"`` (literal LSA with ``params``: an
-      :class:`~ttscale.lsa.LSAParams` of ``[D, D]`` or ``[spectra, len(ns), D, D]`` arrays).
+    * ``model`` — a :class:`ttscale.models.Model` (any, including one defined outside the package)
+      or a registered name with options: ``"pseudo_newton"`` (``P = Γ(Λ, n)⁻¹``), ``"lsa"`` /
+      ``"lsa:c=0.7"`` / ``"lsa:params=FILE.npz"`` (the literal LSA forward), ``"gd:eta=0.5"``
+      (gradient descent) — see :mod:`ttscale.models`. ``"trained"`` is a deprecated alias of ``"lsa"``
+      with ``params``.
+    * ``params`` — optional per-cell parameters that replace ``model.init``: a pytree shaped like
+      ``model.init``'s output, each leaf either that shape (every cell) or ``[spectra, len(ns), ...]``.
     * ``seed``, ``dtype`` (``"float32"``/``"float64"``), ``common_random_numbers``.
 
     The PRNG is threefry (``jax.random.key``): ``"rbg"``/``"unsafe_rbg"`` were measured slower
@@ -202,9 +185,8 @@ class SweepSpec:
     prompts: int = 4096
     chunk: int = 4096
     noise: float = 0.0
-    model: str = "pseudo_newton"
-    params: Optional[lsa_mod.LSAParams] = None
-    c: float = 1.0
+    model: Any = "pseudo_newton"
+    params: Any = None
     trace: Optional[float] = None
     seed: int = 0
     dtype: str = "float32"
@@ -253,9 +235,6 @@ class SweepSpec:
         set_("prompts", _checks.static_int("prompts", self.prompts, minimum=2))
         set_("chunk", _checks.static_int("chunk", self.chunk, minimum=1))
         set_("noise", _scalar_float("noise", self.noise, minimum=0.0))
-        set_("c", _scalar_float("c", self.c))
-        if self.c == 0:
-            raise ValueError("c must be non-zero (the LSA score scale)")
         seed = _checks.static_int("seed", self.seed, minimum=0)
         if seed >= 2**32:
             raise ValueError(f"seed must be < 2**32, got {seed}")
@@ -267,33 +246,19 @@ class SweepSpec:
         if not isinstance(self.common_random_numbers, (bool, np.bool_)):
             raise TypeError(f"common_random_numbers must be a bool, got {type(self.common_random_numbers).__name__}")
         set_("common_random_numbers", bool(self.common_random_numbers))
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        if self.model in ("lsa", "trained") and any(math.isinf(m) for m in self.ms):
+        if isinstance(self.model, str) and self.model.strip() == "trained":  # deprecated alias
+            if self.params is None:
+                raise TypeError('model="trained" needs params: an LSAParams of [D, D] or [spectra, n, D, D] arrays')
+            set_("model", "lsa")
+        model = models.get(self.model)
+        set_("_model", model)
+        if model.finite_m and any(math.isinf(m) for m in self.ms):
             raise ValueError(
-                f'ms contains inf, but model="{self.model}" runs the literal LSA forward, which needs a finite '
-                'prompt length (ρ = m); use model="pseudo_newton" for m = inf'
+                f"ms contains inf, but model {model.name!r} needs a finite prompt length (the literal LSA divides by "
+                "ρ = m); use model=\"pseudo_newton\" for m = inf"
             )
-        if self.model == "trained":
-            if not isinstance(self.params, lsa_mod.LSAParams):
-                raise TypeError(f'model="trained" needs params: an LSAParams, got {type(self.params).__name__}')
-            D = lsa_mod.embed_dim(d)
-            W = np.asarray(self.params.W, np.float64)
-            V = np.asarray(self.params.V, np.float64)
-            shape = (n_spectra, len(self.ns), D, D)
-            if W.shape == (D, D) and V.shape == (D, D):
-                W = np.broadcast_to(W, shape).copy()
-                V = np.broadcast_to(V, shape).copy()
-            if W.shape != shape or V.shape != shape:
-                raise ValueError(
-                    f"params.W and params.V must be [{D}, {D}] or [spectra={n_spectra}, n={len(self.ns)}, {D}, {D}], "
-                    f"got {W.shape} and {V.shape}"
-                )
-            if not (np.all(np.isfinite(W)) and np.all(np.isfinite(V))):
-                raise ValueError("params has non-finite entries")
-            set_("params", lsa_mod.LSAParams(W, V))
-        elif self.params is not None:
-            raise ValueError(f'params is only used with model="trained", got model={self.model!r}')
+        if self.params is not None:
+            set_("params", _check_params(self, model, self.params))
 
     # ------------------------------------------------------------------ derived
     @property
@@ -304,26 +269,29 @@ class SweepSpec:
     def jnp_dtype(self):
         return jnp.dtype(self.dtype)
 
-    def training_covariances(self) -> Covariance:
-        """Stacked training covariances ``Λ_s`` (eigenvalues ``[S, d]``) in ``dtype``."""
-        if self.family == "power_law":
-            alphas = np.asarray(self.alphas, np.float64)
-            t = float(self.d if self.trace is None else self.trace)
-            i = np.arange(1, self.d + 1, dtype=np.float64)
-            raw = i[None, :] ** (-alphas[:, None])
-            eig = t * raw / raw.sum(axis=1, keepdims=True)
-            return Covariance(jnp.asarray(eig, self.jnp_dtype))
-        return _stack(self.covariances, self.jnp_dtype)
+    @property
+    def model_object(self) -> models.Model:
+        """The :class:`ttscale.models.Model` that runs (``model`` resolved through the registry)."""
+        return self._model
 
-    def test_covariances(self) -> Covariance:
-        """Stacked test covariances ``Σ_s`` (one per spectrum) in ``dtype``."""
+    def training_covariances(self, dtype=None) -> Covariance:
+        """Stacked training covariances ``Λ_s`` (eigenvalues ``[S, d]``) in ``dtype`` (default the spec's;
+        ``float64`` needs ``jax_enable_x64``)."""
+        dtype = self.jnp_dtype if dtype is None else jnp.dtype(dtype)
+        if self.family == "power_law":
+            return spectra_mod.power_law(self.d, np.asarray(self.alphas), trace=self.trace, dtype=dtype)
+        return _stack(self.covariances, dtype)
+
+    def test_covariances(self, dtype=None) -> Covariance:
+        """Stacked test covariances ``Σ_s`` (one per spectrum) in ``dtype`` (default the spec's)."""
+        dtype = self.jnp_dtype if dtype is None else jnp.dtype(dtype)
         if isinstance(self.test, str):
             if self.test == "aligned":
-                return self.training_covariances()
-            return Covariance(jnp.ones((self.n_spectra, self.d), self.jnp_dtype))
+                return self.training_covariances(dtype)
+            return Covariance(jnp.ones((self.n_spectra, self.d), dtype))
         if isinstance(self.test, Covariance):
-            return _stack([self.test] * self.n_spectra, self.jnp_dtype)
-        return _stack(self.test, self.jnp_dtype)
+            return _stack([self.test] * self.n_spectra, dtype)
+        return _stack(self.test, dtype)
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict:
@@ -335,8 +303,11 @@ class SweepSpec:
                 v = [_cov_json(c) for c in v]
             elif f.name == "test" and not isinstance(v, str):
                 v = _cov_json(v) if isinstance(v, Covariance) else [_cov_json(c) for c in v]
+            elif f.name == "model":
+                v = v if isinstance(v, str) else v.name
             elif f.name == "params" and v is not None:
-                v = {"W": np.asarray(v.W).tolist(), "V": np.asarray(v.V).tolist()}
+                v = {"treedef": str(jax.tree_util.tree_structure(v)),
+                     "leaves": [np.asarray(x).tolist() for x in jax.tree_util.tree_leaves(v)]}
             elif isinstance(v, tuple):
                 v = list(v)
             out[f.name] = v
@@ -349,6 +320,7 @@ class SweepSpec:
         """JSON of what determines the numbers: every field except ``chunk``, plus the sampler version."""
         d = self.to_dict()
         d.pop("chunk")
+        d["model"] = self._model.name  # canonical: options sorted, parameter files by content
         d["sampler"] = SAMPLER
         return json.dumps(d, sort_keys=True)
 
@@ -363,12 +335,18 @@ class SweepSpec:
         elif isinstance(t, list):
             obj["test"] = [_cov_from_json(c) for c in t]
         if obj.get("params") is not None:
-            obj["params"] = lsa_mod.LSAParams(np.asarray(obj["params"]["W"]), np.asarray(obj["params"]["V"]))
+            template = models.get(obj["model"]).init(spectra_mod.identity(int(obj["d"])), 1.0)
+            treedef = jax.tree_util.tree_structure(template)
+            obj["params"] = jax.tree_util.tree_unflatten(treedef, [np.asarray(x) for x in obj["params"]["leaves"]])
+        obj.pop("c", None)  # files written before models had options
         return cls(**obj)
 
     @classmethod
     def from_json(cls, text: str) -> "SweepSpec":
-        """Inverse of :meth:`to_json` (e.g. ``SweepSpec.from_json(ds.attrs["spec"])`` to re-run a sweep)."""
+        """Inverse of :meth:`to_json` (e.g. ``SweepSpec.from_json(ds.attrs["spec"])`` to re-run a sweep).
+
+        A model given as a :class:`~ttscale.models.Model` object is stored by name: only registered
+        names can be rebuilt from JSON."""
         return cls.from_dict(json.loads(text))
 
     def replace(self, **changes) -> "SweepSpec":
@@ -390,429 +368,108 @@ def _stack(covs, dtype) -> Covariance:
     return Covariance(eig, jnp.asarray(np.stack(bases), dtype))
 
 
+
+
+def _check_params(spec: SweepSpec, model: models.Model, params):
+    """Per-cell parameters: each leaf shaped like ``model.init``'s (every cell) or ``[spectra, n, ...]``."""
+    first = jax.tree_util.tree_map(lambda x: x[0], spec.training_covariances(jnp.float32))
+    template = model.init(first, 1.0)
+    t_leaves, treedef = jax.tree_util.tree_flatten(template)
+    leaves, got = jax.tree_util.tree_flatten(params)
+    if got != treedef:
+        raise TypeError(f"params must be shaped like {model.name}'s parameters ({treedef}), got {got}")
+    lead = (spec.n_spectra, len(spec.ns))
+    out = []
+    for t, x in zip(t_leaves, leaves):
+        x = np.asarray(x, np.float64)
+        if x.shape == t.shape:
+            x = np.broadcast_to(x, lead + t.shape).copy()
+        if x.shape != lead + t.shape:
+            raise ValueError(f"params leaves must be {tuple(t.shape)} or [spectra={lead[0]}, n={lead[1]}, ...] = "
+                             f"{lead + tuple(t.shape)}, got {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("params has non-finite entries")
+        out.append(x)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
 # ============================================================================ per-cell inputs
-def _numpy_covariances(covs: Covariance):
-    eig = np.asarray(covs.eigenvalues, np.float64)
-    basis = None if covs.basis is None else np.asarray(covs.basis, np.float64)
-    return eig, basis
+def _x64():
+    return jax.enable_x64(True)
 
 
-def preconditioners(spec: SweepSpec, float64: bool = False):
-    """The preconditioner ``P [S, N, d, d]`` of every (spectrum, n) cell (computed in float64, cast to ``dtype``
-    unless ``float64``, which returns the float64 NumPy array).
+def _cell_covariances(covs: Covariance, N: int) -> Covariance:
+    """``[S, ...]`` → ``[S, N, ...]`` (each spectrum repeated for every ``n``)."""
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], N) + x.shape[1:]), covs)
 
-    ``Γ(Λ_s, n)⁻¹ = U diag(1 / ((1 + 1/n) λ + tr Λ / n)) Uᵀ`` for ``"pseudo_newton"`` and
-    ``"lsa"``; for ``"trained"`` the effective ``P = −c V[ŵ, x]`` with ``c = tr W[x, ŵ] / d``
-    (the pseudo-Newton map the parameters implement when they have the paper's structure;
-    the closed forms use it).
+
+def cell_parameters(spec: SweepSpec):
+    """Float64 parameters of every (spectrum, n) cell: ``model.init(Λ_s, n)``, leaves ``[S, N, ...]`` (NumPy)."""
+    if spec.params is not None:
+        return spec.params
+    model = spec.model_object
+    with _x64():
+        train = spec.training_covariances(jnp.float64)
+        ns = jnp.asarray(spec.ns, jnp.float64)
+        params = jax.vmap(jax.vmap(model.init, in_axes=(None, 0)), in_axes=(0, None))(train, ns)
+        return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), params)
+
+
+@functools.partial(jax.jit, static_argnames=("k_max",))
+def _theory_grid(P, train: Covariance, test: Covariance, ns, ms, noise, *, k_max: int):
+    ks = jnp.arange(k_max + 1, dtype=P.dtype)
+    Gamma = jnp.linalg.inv((P + jnp.swapaxes(P, -1, -2)) / 2)  # = Γ(Λ, n) for P = Γ⁻¹
+
+    def cell(P, G, train, test, n):
+        best = theory.best_k(P, test, max(k_max, 1))
+        return dict(
+            limit_error=theory.limit_error(P, test, k_max),
+            one_step_error=jax.vmap(lambda m: theory.one_step_error(P, test, m, noise))(ms),
+            overthinking_term=theory.overthinking_term(G, test, ks),
+            cor35_bound=theory.cor35_bound(train, n, ks),
+            best_k=best.k if k_max >= 1 else jnp.zeros((), jnp.int32),
+            turns_up=best.turns_up if k_max >= 1 else jnp.zeros((), bool),
+            spectral_radius=best.spectral_radius,
+        )
+
+    per_n = jax.vmap(cell, in_axes=(0, 0, None, None, 0))
+    out = jax.vmap(per_n, in_axes=(0, 0, 0, 0, None))(P, Gamma, train, test, ns)
+    out["hardness"] = spectra_mod.hardness(train)
+    return out
+
+
+def theory_on_grid(spec: SweepSpec, params=None) -> Optional[dict]:
+    """The closed forms of :mod:`ttscale.theory` on the sweep grid, in float64 (NumPy), or ``None``.
+
+    ``None`` when the model declares no preconditioner. Otherwise, with ``P = model.preconditioner``
+    of each cell: ``limit_error [S, N, K+1]`` (``||(I − PΣ)^k||_F²``), ``one_step_error [S, N, M]``,
+    ``cor35_bound [S, N, K+1]`` (``d (1 + n/(1 + Hard Λ))^{-2k}``), ``overthinking_term [S, N, K+1]``
+    (``tr M^{2k}``, ``M = I − Γ^{-1/2} Σ Γ^{-1/2}``, ``Γ = sym(P)⁻¹``; ``nan`` where ``sym(P)`` is not
+    positive definite), ``best_k``, ``turns_up``, ``spectral_radius [S, N]`` (:func:`ttscale.theory.best_k`;
+    ``best_k = 0`` when ``k_max = 0``) and ``hardness [S]``.
     """
-    d = spec.d
-    if spec.model == "trained":
-        b = lsa_mod.blocks(d)
-        W = np.asarray(spec.params.W, np.float64)
-        V = np.asarray(spec.params.V, np.float64)
-        c = np.trace(W[..., b["x"], b["w"]], axis1=-2, axis2=-1) / d
-        P = -c[..., None, None] * V[..., b["w"], b["x"]]
-        return P if float64 else jnp.asarray(P, spec.jnp_dtype)
-    eig, basis = _numpy_covariances(spec.training_covariances())
-    if spec.dtype == "float32" and spec.family == "power_law":  # recompute in float64
-        alphas = np.asarray(spec.alphas, np.float64)
-        t = float(d if spec.trace is None else spec.trace)
-        raw = np.arange(1, d + 1, dtype=np.float64)[None, :] ** (-alphas[:, None])
-        eig = t * raw / raw.sum(axis=1, keepdims=True)
-    ns = np.asarray(spec.ns, np.float64)
-    with np.errstate(divide="ignore"):
-        inv_n = np.where(np.isinf(ns), 0.0, 1.0 / ns)
-    g = (1 + inv_n)[None, :, None] * eig[:, None, :] + (eig.sum(-1)[:, None, None] * inv_n[None, :, None])  # [S, N, d]
-    ginv = 1.0 / g
-    if basis is None:
-        P = ginv[..., :, None] * np.eye(d)
-    else:
-        P = np.einsum("sij,snj,skj->snik", basis, ginv, basis)
-    return P if float64 else jnp.asarray(P, spec.jnp_dtype)
+    model = spec.model_object
+    if model.preconditioner is None:
+        return None
+    params = cell_parameters(spec) if params is None else params
+    with _x64(), jax.default_device(jax.devices("cpu")[0]):
+        P = jax.vmap(jax.vmap(model.preconditioner))(jax.tree_util.tree_map(jnp.asarray, params))
+        out = _theory_grid(P, spec.training_covariances(jnp.float64), spec.test_covariances(jnp.float64),
+                           jnp.asarray(spec.ns, jnp.float64), jnp.asarray(spec.ms, jnp.float64),
+                           jnp.asarray(spec.noise, jnp.float64), k_max=spec.k_max)
+        return {k: np.asarray(v) for k, v in out.items()}
 
 
-def _cell_params(spec: SweepSpec, P) -> lsa_mod.LSAParams:
-    """LSA parameters ``[S, N, D, D]`` (numpy) used by the literal LSA paths."""
-    if spec.model == "trained":
-        return lsa_mod.LSAParams(np.asarray(spec.params.W), np.asarray(spec.params.V))
-    d = spec.d
-    D = lsa_mod.embed_dim(d)
-    b = lsa_mod.blocks(d)
-    P = np.asarray(P, np.float64)
-    W = np.zeros((D, D))
-    W[b["x"], b["w"]] = spec.c * np.eye(d)
-    W[b["y"], b["one"]] = -spec.c
-    V = np.zeros(P.shape[:-2] + (D, D))
-    V[..., b["w"], b["x"]] = -P / spec.c
-    return lsa_mod.LSAParams(np.broadcast_to(W, V.shape), V)
+def _device_count() -> int:
+    return jax.device_count()
 
 
-# ============================================================================ closed forms
-def _dense(eig: np.ndarray, basis) -> np.ndarray:
-    if basis is None:
-        return eig[..., :, None] * np.eye(eig.shape[-1])
-    return np.einsum("...ij,...j,...kj->...ik", basis, eig, basis)
+def _fetch(x) -> np.ndarray:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
 
-
-def _inv_sqrt_psd(M: np.ndarray) -> np.ndarray:
-    eig, U = np.linalg.eigh((M + np.swapaxes(M, -1, -2)) / 2)
-    return np.einsum("...ij,...j,...kj->...ik", U, 1.0 / np.sqrt(eig), U)
-
-
-def closed_forms(spec: SweepSpec) -> dict[str, np.ndarray]:
-    """Closed forms of :mod:`ttscale.theory` on the sweep grid, in float64 NumPy (cast later to ``dtype``).
-
-    ``limit_error [S, N, K+1]`` (``||(I − PΣ)^k||_F²``), ``one_step_error [S, N, M]``
-    (``d − 2 tr(PΣ) + tr(P E[S_m²] Pᵀ) + σ² tr(PΣPᵀ)/m``), ``cor35_bound [S, N, K+1]``
-    (``d (1 + n/(1 + Hard Λ))^{-2k}``), ``overthinking_term [S, N, K+1]`` (``tr M^{2k}``,
-    ``M = I − Γ^{-1/2} Σ Γ^{-1/2}``; ``Γ = sym(P)⁻¹`` for trained parameters), ``best_k [S, N]``
-    (argmin over ``k = 1..k_max`` of ``limit_error``; 0 if ``k_max = 0``), ``turns_up [S, N]``
-    (``best_k < k_max``: the m → ∞ error has turned up within the horizon, as
-    :func:`ttscale.theory.best_k`), ``spectral_radius [S, N]`` (``max |eig(I − PΣ)|``; > 1 means
-    the m → ∞ error eventually diverges) and ``hardness [S]`` of the training spectra. The same formulas as :mod:`ttscale.theory` (tests compare them),
-    evaluated on the host: a few milliseconds, no compilation.
-    """
-    d, k_max = spec.d, spec.k_max
-    lam_eig, lam_basis = _numpy_covariances(spec.training_covariances())
-    if spec.family == "power_law":  # exact float64 eigenvalues whatever the dtype
-        alphas = np.asarray(spec.alphas, np.float64)
-        t = float(d if spec.trace is None else spec.trace)
-        raw = np.arange(1, d + 1, dtype=np.float64)[None, :] ** (-alphas[:, None])
-        lam_eig = t * raw / raw.sum(axis=1, keepdims=True)
-    sig_eig, sig_basis = _numpy_covariances(spec.test_covariances())
-    if isinstance(spec.test, str) and spec.test == "aligned":
-        sig_eig, sig_basis = lam_eig, lam_basis
-    P = np.asarray(preconditioners(spec, float64=True))  # [S, N, d, d]
-    Sig = _dense(sig_eig, sig_basis)[:, None]  # [S, 1, d, d]
-    eye = np.eye(d)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        B = eye - P @ Sig
-        A = np.broadcast_to(eye, B.shape).copy()
-        limit = np.empty(B.shape[:2] + (k_max + 1,))
-        for k in range(k_max + 1):
-            limit[..., k] = np.sum(A * A, axis=(-2, -1))
-            A = B @ A
-        limit = np.where(np.isnan(limit), np.inf, limit)
-        ms = np.asarray(spec.ms, np.float64)
-        inv_m = np.where(np.isinf(ms), 0.0, 1.0 / ms)  # [M]
-        trS = np.trace(Sig, axis1=-2, axis2=-1)[..., None]  # [S, 1, 1]
-        PS = P @ Sig
-        tr_PS = np.trace(PS, axis1=-2, axis2=-1)[..., None]
-        tr_PSSP = np.einsum("snij,snji->sn", PS @ Sig, np.swapaxes(P, -1, -2))[..., None]
-        tr_PSP = np.einsum("snij,snji->sn", PS, np.swapaxes(P, -1, -2))[..., None]
-        one = d - 2 * tr_PS + (1 + inv_m) * tr_PSSP + inv_m * trS * tr_PSP + spec.noise**2 * tr_PSP * inv_m
-        hard = lam_eig.sum(-1) / lam_eig.min(-1)
-        ns = np.asarray(spec.ns, np.float64)
-        inv_n = np.where(np.isinf(ns), 0.0, 1.0 / ns)
-        ks = np.arange(k_max + 1)
-        r = 1.0 / (1.0 + ns[None, :] / (1.0 + hard[:, None]))  # [S, N]
-        cor = d * r[..., None] ** (2 * ks)
-        if spec.model == "trained":
-            G = np.linalg.inv((P + np.swapaxes(P, -1, -2)) / 2)
-        else:
-            Lam = _dense(lam_eig, lam_basis)[:, None]
-            G = (1 + inv_n)[None, :, None, None] * Lam + (lam_eig.sum(-1)[:, None] * inv_n[None, :])[..., None, None] * eye
-        R = _inv_sqrt_psd(G)
-        mu = np.linalg.eigvalsh(eye - R @ Sig @ R)  # [S, N, d]
-        over = np.sum(mu[..., None, :] ** (2 * ks[:, None]), axis=-1)
-    if k_max >= 1:
-        best = np.argmin(limit[..., 1:], axis=-1) + 1
-    else:
-        best = np.zeros(limit.shape[:-1], dtype=np.int64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        finite_B = np.all(np.isfinite(B), axis=(-2, -1))
-        eig_B = np.linalg.eigvals(np.where(finite_B[..., None, None], B, 0.0))
-        radius = np.where(finite_B, np.max(np.abs(eig_B), axis=-1), np.inf)
-    return {
-        "limit_error": limit,
-        "one_step_error": one,
-        "cor35_bound": cor,
-        "overthinking_term": over,
-        "best_k": best.astype(np.int64),
-        "turns_up": best < k_max,
-        "spectral_radius": radius,
-        "hardness": hard,
-    }
-
-
-# ============================================================================ per-prompt kernels
-def prompt_stats(key, start, count: int, d: int, m: Optional[int], dtype, noisy: bool = True):
-    """Sufficient statistics of prompts ``start .. start + count − 1`` drawn from ``key``: ``(S_Z, g, εᵀε/m, w)``.
-
-    Prompt ``p`` reads its normals from three streams of ``key`` (:func:`ttscale.rng.prompt_normals`):
-    ``Z [d, m]`` (stream 0, row-major), ``ε [m]`` (stream 1) and ``w [d]`` (stream 2); so
-    ``noisy=False`` (which skips ``ε``) leaves ``Z`` and ``w`` unchanged, and a prompt's draws
-    depend on ``(key, p)`` only, not on ``start``/``count``. Returns ``S_Z = Z Zᵀ/m [count, d, d]``,
-    ``g = Z ε/m [count, d]``, ``εᵀε/m [count]`` (zeros when not ``noisy``), ``w [count, d]``.
-    For ``m = None`` (``m = ∞``) only ``w`` is drawn and ``S_Z``, ``g``, ``εᵀε/m`` are ``None``
-    (``S_Z → I``, ``g → 0``). ``start`` may be traced.
-    """
-    Z, w, eps = _draws(key, start, count, d, m, dtype, noisy)
-    if m is None:
-        return None, None, None, w
-    S_Z = jnp.sum(Z[:, :, None, :] * Z[:, None, :, :], axis=-1) / m  # a fused reduce: faster than XLA's CPU batched dot
-    if noisy:
-        g, ee = jnp.einsum("bim,bm->bi", Z, eps) / m, jnp.sum(eps * eps, axis=-1) / m
-    else:
-        g, ee = jnp.zeros((count, d), dtype), jnp.zeros((count,), dtype)
-    return S_Z, g, ee, w
-
-
-def _draws(key, start, count: int, d: int, m: Optional[int], dtype, noisy: bool):
-    """``Z [count, d, m]`` (stream 0), ``w [count, d]`` (stream 2), ``ε [count, m]`` (stream 1) of prompts
-    ``start ..``; ``Z`` is ``None`` for ``m = None`` and ``ε`` is ``None`` unless ``noisy``."""
-    w = rng_mod.prompt_normals(key, start, count, d, dtype, stream=2)
-    if m is None:
-        return None, w, None
-    Z = rng_mod.prompt_normals(key, start, count, d * m, dtype, stream=0).reshape(count, d, m)
-    eps = rng_mod.prompt_normals(key, start, count, m, dtype, stream=1) if noisy else None
-    return Z, w, eps
-
-
-@functools.partial(jax.jit, static_argnames=("count", "m", "noise"))
-def _prompts_range(key, start, cov: Covariance, count: int, m: int, noise: float):
-    from ttscale.prompts import Prompts
-
-    Z, w, eps = _draws(key, start, count, cov.d, m, cov.dtype, noise > 0)
-    X = jax.vmap(cov.apply_sqrt)(Z)
-    y = jnp.einsum("bdm,bd->bm", X, w)
-    if eps is not None:
-        y = y + noise * eps
-    return Prompts(X, y, w)
-
-
-def prompts_for(key, idx, cov: Covariance, m: int, noise: float = 0.0):
-    """The prompts behind :func:`prompt_stats` as :class:`~ttscale.prompts.Prompts` (for checks and reuse).
-
-    ``idx``: concrete prompt indices (any order); ``X = U diag(√λ) Z``, ``y = Xᵀ w + σ ε`` with
-    the same per-prompt draws as the sweep engine. Draws the whole span ``min(idx)..max(idx)``
-    (one compiled program per span length), so ask for compact index sets.
-    """
-    idx = np.asarray(idx, np.int64).reshape(-1)
-    if idx.size == 0 or idx.min() < 0 or idx.max() >= 2**32:
-        raise ValueError("idx must be a non-empty array of prompt indices in [0, 2^32)")
-    lo, hi = int(idx.min()), int(idx.max())
-    whole = _prompts_range(key, np.uint32(lo), cov, hi - lo + 1, int(m), float(noise))
-    return jax.tree_util.tree_map(lambda x: x[idx - lo], whole)
-
-
-def _apply(M, v, diag: bool, transpose: bool = False):
-    """``M v`` (or ``Mᵀ v``) for ``v [b, d]``; ``M`` is a diagonal ``[d]`` or dense ``[d, d]``."""
-    if diag:
-        return M * v
-    return jnp.einsum("ji,bj->bi" if transpose else "ij,bj->bi", M, v)
-
-
-def pseudo_newton_errors_from_stats(stats, sqrt_cov, P, noise, k_max: int, diag_cov: bool, diag_P: bool,
-                                    scaled: bool = False):
-    """Squared errors ``[b, k_max + 1]`` of pseudo-Newton CoT from prompt statistics.
-
-    ``e_0 = −w``, ``e_{k+1} = e_k − P (A S_Z Aᵀ e_k − σ A g)``, with ``A = sqrt_cov``
-    (``U diag(√λ)`` dense ``[d, d]``, or ``√λ [d]`` when ``diag_cov``) and ``P`` dense or
-    diagonal. Identical in exact arithmetic to :func:`ttscale.cot.pseudo_newton_errors` on
-    the prompts ``X = A Z``, ``y = Xᵀ w + σ ε``. ``nan`` is reported as ``inf``.
-    The single-cell case of :func:`pseudo_newton_group_errors`, with the state ``[b, d]``
-    (no cell axis: one batched matrix-vector product per step) and the same prompt blocking.
-    """
-    steps = _blocked_steps(stats, sqrt_cov[None], P[None], noise, k_max, diag_cov, diag_P, scaled, single=True)
-    return _assemble(steps, stats[3], 1)[0]
-
-
-def _blocked_steps(stats, sqrt_cov, P, noise, k_max, diag_cov, diag_P, scaled, single):
-    """:func:`_group_errors_block` over blocks of ``_PROMPT_BLOCK`` prompts → ``[k_max, b(, G)]``.
-
-    Running all ``k_max`` steps on a small block of prompts before moving on keeps ``S_Z`` and
-    the state in cache (loop tiling); the arithmetic is unchanged, so the result equals the
-    unblocked iteration exactly.
-    """
-    b = stats[3].shape[0]
-    block = max(size for size in range(1, min(_PROMPT_BLOCK, b) + 1) if b % size == 0)
-
-    def run(st):
-        return _group_errors_block(st, sqrt_cov, P, noise, k_max, diag_cov, diag_P, scaled, single)
-
-    if block == b:
-        return run(stats)
-    blocked = jax.tree_util.tree_map(lambda x: x.reshape((b // block, block) + x.shape[1:]), stats)
-    out = jax.lax.map(run, blocked)  # [nb, k_max, block(, G)]
-    out = jnp.moveaxis(out, 0, 1)
-    return out.reshape((k_max, b) + out.shape[3:])
-
-
-_PROMPT_BLOCK = 8  # prompts per cache-resident block of the grouped iteration (measured: 8 beat 4096 by ~2-4x on CPU)
-_UNROLL = 2  # CoT steps per loop trip of the grouped kernel: XLA's per-trip overhead dominates it on CPU
-
-
-def pseudo_newton_group_errors(stats, sqrt_cov, P, noise, k_max: int, diag_cov: bool, diag_P: bool,
-                               scaled: bool = False):
-    """Squared errors ``[G, b, k_max + 1]`` of ``G`` cells on shared prompts (common random numbers).
-
-    :func:`_group_errors_block` over cache-resident blocks of ``_PROMPT_BLOCK`` prompts
-    (:func:`_blocked_steps`), then :func:`_assemble`. Same map as
-    :func:`pseudo_newton_errors_from_stats` per cell.
-    """
-    steps = _blocked_steps(stats, sqrt_cov, P, noise, k_max, diag_cov, diag_P, scaled, single=False)
-    return _assemble(steps, stats[3], sqrt_cov.shape[0])
-
-
-def _group_errors_block(stats, sqrt_cov, P, noise, k_max: int, diag_cov: bool, diag_P: bool, scaled: bool = False,
-                        single: bool = False):
-    """Step errors ``||e_k||²``, ``k = 1..k_max``, of ``G`` cells sharing one set of prompts → ``[k_max, b, G]``
-    (``[k_max, b]`` when ``single``); :func:`_assemble` adds ``k = 0`` and lays them out ``[G, b, k_max + 1]``.
-
-    Common random numbers: ``S_Z [b, d, d]`` is shared, so the state is laid out
-    ``e [b, d, G]`` and each step is one batched GEMM ``S_Z [d, d] @ [d, G]`` per prompt
-    instead of ``G`` matrix-vector products. ``sqrt_cov``: ``[G, d]`` (diagonal) or
-    ``[G, d, d]``; ``P``: ``[G, d]`` (diagonal) or ``[G, d, d]``; ``noise`` scalar or ``None``.
-    ``single=True`` (``G = 1``) drops the cell axis of the state: ``e [b, d]``, one batched
-    matrix-vector product per step (faster on CPU than a ``[b, d, 1]`` state).
-
-    ``scaled=True`` (only for diagonal ``A = diag(a)``, ``P = diag(p)`` with every ``a > 0``)
-    iterates ``u = A e`` instead: ``u_{k+1} = u_k − q ∘ (S_Z u_k) + σ q ∘ g`` with
-    ``q = a² p``, and ``||e_k||² = Σ u_k² / a²`` — the same map with one elementwise product per
-    step instead of three (equal to round-off; timed by ``benchmarks/profile_sweep.py``, "plain" vs
-    "scaled").
-    """
-    S_Z, g, _, w = stats
-    b, d = w.shape
-    G = sqrt_cov.shape[0]
-    if single and G != 1:
-        raise ValueError(f"single=True needs one cell, got {G}")
-    if scaled and not (diag_cov and diag_P):
-        raise ValueError("scaled=True needs diagonal sqrt_cov and P")
-    if single:
-        # state [b, d]; cell parameters [d] / [d, d]
-        cell = lambda M: M[0]  # noqa: E731
-        col = lambda v: v  # noqa: E731  per-coordinate vectors broadcast over b as [d]
-        matvec = lambda S, v: jnp.einsum("bij,bj->bi", S, v)  # noqa: E731
-
-        def apply(M, v, diag, transpose=False):
-            if diag:
-                return M * v
-            return jnp.einsum("ji,bj->bi" if transpose else "ij,bj->bi", M, v)
-
-        w_state = -w
-    else:
-        cell = lambda M: M  # noqa: E731
-        col = lambda v: v.T[None]  # noqa: E731  [G, d] -> [1, d, G]
-        matvec = lambda S, v: jnp.einsum("bij,bjg->big", S, v)  # noqa: E731
-
-        def apply(M, v, diag, transpose=False):  # v [b, d, G]
-            if diag:
-                return M.T[None] * v
-            return jnp.einsum("gji,bjg->big" if transpose else "gij,bjg->big", M, v)
-
-        w_state = jnp.broadcast_to(-w[:, :, None], (b, d, G))
-    g_state = None if S_Z is None else (g if single else jnp.broadcast_to(g[:, :, None], (b, d, G)))
-
-    if scaled:
-        a = col(cell(sqrt_cov))
-        q = col(cell(sqrt_cov * sqrt_cov * P))
-        inv_a2 = 1.0 / (a * a)
-        drift = None if S_Z is None or noise is None else noise * q * g_state
-
-        def step(u, _):
-            v = u if S_Z is None else matvec(S_Z, u)
-            u = u - q * v
-            if drift is not None:
-                u = u + drift
-            return u, jnp.sum(u * u * inv_a2, axis=1)
-
-        state0 = w_state * a
-    else:
-        A, Pc = cell(sqrt_cov), cell(P)
-        xi = None
-        if S_Z is not None and noise is not None:
-            xi = noise * apply(A, g_state, diag_cov)
-
-        def step(e, _):
-            u = apply(A, e, diag_cov, transpose=True)
-            v = u if S_Z is None else matvec(S_Z, u)
-            r = apply(A, v, diag_cov)
-            if xi is not None:
-                r = r - xi
-            e = e - apply(Pc, r, diag_P)
-            return e, jnp.sum(e * e, axis=1)
-
-        state0 = w_state
-    _, errs = jax.lax.scan(step, state0, None, length=k_max, unroll=1 if single else _UNROLL)
-    return errs  # [k_max, b] (single) or [k_max, b, G]
-
-
-def _assemble(steps, w, G: int):
-    """``[k_max, b(, G)]`` step errors of :func:`_group_errors_block` and ``||w||²`` → ``[G, b, k_max + 1]`` (nan → inf)."""
-    b = w.shape[0]
-    if steps.ndim == 2:
-        steps = steps[:, :, None]
-    e0sq = jnp.broadcast_to(jnp.sum(w * w, axis=-1)[None, :, None], (1, b, G))
-    errs = jnp.transpose(jnp.concatenate([e0sq, steps], axis=0), (2, 1, 0))
-    return jnp.where(jnp.isnan(errs), jnp.inf, errs)
-
-
-def lsa_errors_from_stats(
-    stats, sqrt_cov, params: lsa_mod.LSAParams, m: int, noise, k_max: int, diag_cov: bool, constant_M: bool = False
-):
-    """Squared errors ``[b, k_max + 1]`` of the literal LSA CoT (any ``W``, ``V``) from prompt statistics.
-
-    Exact rewrite of the Gram recursion of :func:`ttscale.cot.lsa_estimates` (``ρ = m``). Rows
-    ``I = [x; y]`` carry the data, rows ``J = [ŵ; 1]`` the query columns ``q_k = [ŵ_k; 1]``, so
-    ``G_k = E_k E_kᵀ`` is block diagonal: ``G_II = m C`` with
-    ``C = [[A S_Z Aᵀ, A(S_Z Aᵀ w + σ g)], [·ᵀ, tᵀ S_Z t + 2σ tᵀ g + σ² εᵀε/m]]`` (``t = Aᵀ w``) and
-    ``G_JJ = Σ_{i ≤ k} q_i q_iᵀ``. The ŵ block of the last column of ``f(E_k)`` is
-    ``ŵ_{k+1} = ŵ_k + M_k q_k`` with ``M_k = V[ŵ, :] G_k W[:, J] / m``, updated by the rank one
-    ``M_{k+1} = M_k + (V[ŵ, J] q_{k+1})(W[J, J]ᵀ q_{k+1})ᵀ / m`` — ``O(d²)`` per step instead
-    of ``O(D²)`` with ``D = 2d + 2``. ``constant_M=True`` asserts ``V[ŵ, J] = 0`` (true of the
-    paper's structure, e.g. :func:`ttscale.lsa.params_from_preconditioner`): the rank-one terms
-    vanish, ``M_k = M_0`` and each step is one ``d × (d + 1)`` matrix-vector product.
-    """
-    S_Z, g, ee, w = stats
-    b, d = w.shape
-    dtype = w.dtype
-    W, V = params.W, params.V
-    Vw = V[d + 1 : 2 * d + 1]  # [d, D]
-    VwI, VwJ = Vw[:, : d + 1], Vw[:, d + 1 :]
-    WIJ, WJJ = W[: d + 1, d + 1 :], W[d + 1 :, d + 1 :]
-    t = _apply(sqrt_cov, w, diag_cov, transpose=True)
-    if diag_cov:
-        SA = sqrt_cov[None, :, None] * S_Z * sqrt_cov[None, None, :]
-    else:
-        SA = jnp.einsum("ij,bjk,lk->bil", sqrt_cov, S_Z, sqrt_cov)
-    SZt = jnp.einsum("bij,bj->bi", S_Z, t)
-    inner = SZt + noise * g
-    cxy = _apply(sqrt_cov, inner, diag_cov)
-    cyy = jnp.sum(t * SZt, -1) + 2 * noise * jnp.sum(t * g, -1) + noise**2 * ee
-    C = jnp.concatenate(
-        [jnp.concatenate([SA, cxy[:, :, None]], axis=2), jnp.concatenate([cxy, cyy[:, None]], axis=1)[:, None, :]],
-        axis=1,
-    )  # [b, d+1, d+1]
-    q0 = jnp.zeros((d + 1,), dtype).at[d].set(1.0)
-    M0 = jnp.einsum("ik,bkl,lj->bij", VwI, C, WIJ) + jnp.outer(VwJ @ q0, WJJ.T @ q0)[None] / m
-
-    if constant_M:
-        M_w, M_one = M0[:, :, :d], M0[:, :, d]
-
-        def constant_step(w_hat, _):
-            w_next = w_hat + jnp.einsum("bij,bj->bi", M_w, w_hat) + M_one
-            diff = w_next - w
-            return w_next, jnp.sum(diff * diff, axis=-1)
-
-        _, errs = jax.lax.scan(constant_step, jnp.zeros((b, d), dtype), None, length=k_max)
-        errs = jnp.concatenate([jnp.sum(w * w, axis=-1)[None], errs], axis=0).T
-        return jnp.where(jnp.isnan(errs), jnp.inf, errs)
-
-    def step(state, _):
-        M, w_hat = state
-        q = jnp.concatenate([w_hat, jnp.ones((b, 1), dtype)], axis=1)
-        w_next = w_hat + jnp.einsum("bij,bj->bi", M, q)
-        q_next = jnp.concatenate([w_next, jnp.ones((b, 1), dtype)], axis=1)
-        M = M + jnp.einsum("ij,bj,lk,bl->bik", VwJ, q_next, WJJ, q_next) / m
-        diff = w_next - w
-        return (M, w_next), jnp.sum(diff * diff, axis=-1)
-
-    _, errs = jax.lax.scan(step, (M0, jnp.zeros((b, d), dtype)), None, length=k_max)
-    errs = jnp.concatenate([jnp.sum(w * w, axis=-1)[None], errs], axis=0).T
-    return jnp.where(jnp.isnan(errs), jnp.inf, errs)
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
 
 
 # ============================================================================ compiled chunk program
@@ -826,35 +483,25 @@ class _Shape:
     batch: int  # prompts per call (padded chunk), divisible by the device count
     cells: int
     cell_group: int
-    lsa: bool
-    lsa_constant_M: bool
     crn: bool
-    diag_cov: bool
-    diag_P: bool
-    scaled: bool  # diagonal A > 0 and diagonal P: iterate u = A e (see _group_errors_block)
     noisy: bool
     dtype: str
     n_devices: int
+    errors: Any  # model.errors
+    reads: str
+    hints: tuple  # sorted (name, value) pairs of model.hints
 
 
-def _cell_group(shape_wo_group: dict) -> int:
-    d, m = shape_wo_group["d"], shape_wo_group["m"] or 0
-    b = shape_wo_group["batch"] // shape_wo_group["n_devices"]  # prompts per device
-    k_max = shape_wo_group["k_max"]
-    per_prompt = k_max + 1 + 4 * d
-    if shape_wo_group["crn"] and not shape_wo_group["lsa"]:
-        per_prompt = 2 * (k_max + 1)  # prompt-blocked iteration: only the outputs scale with the chunk
-    if not shape_wo_group["crn"]:
-        per_prompt += d * m + d * d + m + 2 * d
-    if shape_wo_group["lsa"]:
-        per_prompt += 3 * d * (d + 1) + (d + 1) ** 2
-    itemsize = jnp.dtype(shape_wo_group["dtype"]).itemsize
-    group = int(max(1, min(_MEMORY_BUDGET // max(1, per_prompt * b * itemsize), shape_wo_group["cells"])))
-    if not shape_wo_group["crn"]:
-        # fresh prompts per cell: small groups keep each cell's draws and S_Z in cache (chosen by
-        # timing sweep-A on 2 CPU devices: groups of 2-5 cells beat 8-16 by ~15 %)
+def _cell_group(d: int, m: Optional[int], k_max: int, local: int, cells: int, crn: bool, dtype) -> int:
+    """Cells ``vmap``-ed together: as many as fit :data:`_MEMORY_BUDGET`, a divisor of ``cells``."""
+    per_prompt = 2 * (k_max + 1) + 3 * (d + 1) ** 2 // _PROMPT_BLOCK
+    if not crn:
+        per_prompt += d * (m or 0) + d * d + (m or 0) + 2 * d
+    group = int(max(1, min(_MEMORY_BUDGET // max(1, per_prompt * local * jnp.dtype(dtype).itemsize), cells)))
+    if not crn:
+        # fresh prompts per cell: small groups keep each cell's draws in cache (measured on sweep-A)
         group = min(group, _INDEPENDENT_GROUP)
-    while shape_wo_group["cells"] % group:  # a divisor: lax.map then compiles no remainder pass
+    while cells % group:  # a divisor: lax.map then compiles no remainder pass
         group -= 1
     return group
 
@@ -862,8 +509,7 @@ def _cell_group(shape_wo_group: dict) -> int:
 def _mesh(n_devices: int):
     from jax.sharding import Mesh
 
-    devices = jax.devices()
-    return Mesh(np.asarray(devices[:n_devices]), ("prompts",))
+    return Mesh(np.asarray(jax.devices()[:n_devices]), ("prompts",))
 
 
 def _shard_map(f, mesh, in_specs, out_specs):
@@ -913,77 +559,90 @@ def chunk_moments(errors, count):
     return jax.lax.cond(count == b, full, padded, errors, count)
 
 
+
+def _blocks(x, block: int):
+    """``[b, ...]`` → ``[b / block, block, ...]`` (``None`` stays ``None``)."""
+    return None if x is None else x.reshape((x.shape[0] // block, block) + x.shape[1:])
+
+
+def _draw(key_data, first, shape: _Shape):
+    """Per-prompt base arrays of ``local`` prompts: ``(S_Z, g, ee, w)`` for statistics, ``(Z, ε, w)`` for prompts."""
+    local = shape.batch // shape.n_devices
+    Z, w, eps = draw_normals(jax.random.wrap_key_data(key_data), first, local, shape.d, shape.m,
+                             jnp.dtype(shape.dtype), shape.noisy)
+    if shape.reads == "prompts":
+        return (Z, eps, w)
+    st = whitened_statistics(Z, w, eps, jnp.ones((shape.d,), w.dtype), 0.0, shape.m)
+    return (st.S_Z, st.g, st.ee, st.w)
+
+
+def _data(base, cell, shape: _Shape):
+    """What the model reads for one cell, from per-prompt base arrays and the cell's root ``A`` and ``σ``."""
+    noise = cell["noise"]
+    if shape.reads == "prompts":
+        Z, eps, w = base
+        X = Z * cell["root"][:, None] if cell["root"].ndim == 1 else jnp.einsum("ij,bjm->bim", cell["root"], Z)
+        y = jnp.einsum("bdm,bd->bm", X, w)
+        return Prompts(X, y if eps is None else y + noise * eps, w)
+    S_Z, g, ee, w = base
+    return Statistics(S_Z, g, ee, w, cell["root"], noise, math.inf if shape.m is None else float(shape.m))
+
+
+def _block_errors(base, cells, shape: _Shape, vmapped: bool):
+    """Errors ``[(G,) K+1, b]`` of one cell (or a ``vmap``-ed group) over cache-resident prompt blocks."""
+    b = base[-1].shape[0]  # w, last in both layouts
+    block = max(size for size in range(1, min(_PROMPT_BLOCK, b) + 1) if b % size == 0)
+    hints = dict(shape.hints)
+
+    def one(cell, blk):
+        return shape.errors(cell["params"], _data(blk, cell, shape), shape.k_max, **hints)  # [block, K+1]
+
+    run = jax.vmap(one, in_axes=(0, None)) if vmapped else one
+    out = jax.lax.map(lambda blk: run(cells, blk), tuple(_blocks(x, block) for x in base))  # [nb, (G,) block, K+1]
+    out = jnp.moveaxis(out, 0, -3)  # [(G,) nb, block, K+1]
+    out = out.reshape(out.shape[:-3] + (b, shape.k_max + 1))
+    return jnp.swapaxes(out, -1, -2)
+
+
 @functools.lru_cache(maxsize=32)
 def _chunk_program(shape: _Shape):
     """``program(keys, cells, start, valid) -> (errors [cells, k_max + 1, batch], scale, mean, m2 [devices, cells, k_max + 1])``.
 
-    ``keys``: raw threefry key data, ``[2]`` (common random numbers: one key for every cell)
-    or ``[cells, 2]`` (one key per cell); ``cells``: per-cell arrays (see :func:`_cells`);
-    ``start``: global index of the chunk's first prompt; ``valid``: how many of the ``batch``
-    prompts are real (the rest is padding, excluded from the moments). Jitted and
-    ``shard_map``-ped: each device runs prompts ``start + i·batch/devices ..`` on its own
-    (no communication) and returns its per-prompt errors and its :func:`chunk_moments`.
+    ``keys``: raw threefry key data, ``[2]`` (common random numbers) or ``[cells, 2]``; ``cells``:
+    per-cell ``params`` (the model's pytree), ``root`` and ``noise``; ``start``: index of the chunk's
+    first prompt; ``valid``: how many of the ``batch`` prompts are real (padding is excluded from
+    the moments). Jitted and ``shard_map``-ped: each device runs its own prompts.
     """
     from jax.sharding import NamedSharding, PartitionSpec
 
     mesh = _mesh(shape.n_devices)
     local = shape.batch // shape.n_devices
-    dtype = jnp.dtype(shape.dtype)
 
     def device_program(keys, cells, start, valid):
         global TRACE_COUNT
         TRACE_COUNT += 1
-        dev = jax.lax.axis_index("prompts")
-        offset = (dev * local).astype(jnp.uint32)
+        offset = (jax.lax.axis_index("prompts") * local).astype(jnp.uint32)
         first = start + offset
         in_chunk = jnp.clip(valid - offset.astype(jnp.int32), 0, local)  # real prompts on this device
+        G = shape.cell_group
         if shape.crn:
-            shared = prompt_stats(jax.random.wrap_key_data(keys), first, local, shape.d, shape.m, dtype, shape.noisy)
-        if shape.crn and not shape.lsa:
-            # one GEMM per prompt and step for a whole group of cells (see pseudo_newton_group_errors)
-            groups = jax.tree_util.tree_map(
-                lambda x: x.reshape((shape.cells // shape.cell_group, shape.cell_group) + x.shape[1:]), cells
-            )
-            noise = groups["noise"][0, 0] if shape.noisy else None
-
-            def per_group(grp):
-                out = pseudo_newton_group_errors(shared, grp["A"], grp["P"], noise, shape.k_max, shape.diag_cov,
-                                                 shape.diag_P, shape.scaled)
-                return jnp.swapaxes(out, 1, 2)  # [G, K+1, b]
-
-            errs = jax.lax.map(per_group, groups)
+            base = _draw(keys, first, shape)
+            groups = jax.tree_util.tree_map(lambda x: x.reshape((shape.cells // G, G) + x.shape[1:]), cells)
+            errs = jax.lax.map(lambda grp: _block_errors(base, grp, shape, vmapped=True), groups)
             errs = errs.reshape((shape.cells,) + errs.shape[2:])
         else:
-            xs = cells if shape.crn else dict(cells, key=keys)
-
             def per_cell(cell):
-                if shape.crn:
-                    stats = shared
-                else:
-                    stats = prompt_stats(jax.random.wrap_key_data(cell["key"]), first, local, shape.d, shape.m, dtype,
-                                         shape.noisy)
-                noise = cell["noise"] if shape.noisy else None
-                if shape.lsa:
-                    params = lsa_mod.LSAParams(cell["W"], cell["V"])
-                    out = lsa_errors_from_stats(stats, cell["A"], params, shape.m, cell["noise"], shape.k_max,
-                                                shape.diag_cov, shape.lsa_constant_M)
-                else:
-                    out = pseudo_newton_errors_from_stats(stats, cell["A"], cell["P"], noise, shape.k_max,
-                                                          shape.diag_cov, shape.diag_P, shape.scaled)
-                return out.T  # [K+1, b]
+                return _block_errors(_draw(cell["key"], first, shape), cell, shape, vmapped=False)
 
-            errs = jax.lax.map(per_cell, xs, batch_size=shape.cell_group)
+            errs = jax.lax.map(per_cell, dict(cells, key=keys), batch_size=G)
         scale, mean, m2 = chunk_moments(errs, in_chunk)
         return errs, scale[None], mean[None], m2[None]
 
     P = PartitionSpec
-    program = _shard_map(
-        device_program, mesh,
-        in_specs=(P(), P(), P(), P()),
-        out_specs=(P(None, None, "prompts"), P("prompts"), P("prompts"), P("prompts")),
-    )
+    program = _shard_map(device_program, mesh, in_specs=(P(), P(), P(), P()),
+                         out_specs=(P(None, None, "prompts"), P("prompts"), P("prompts"), P("prompts")))
     replicated = NamedSharding(mesh, P())
-    return jax.jit(program, in_shardings=(replicated, replicated, replicated, replicated))
+    return jax.jit(program, in_shardings=(replicated,) * 4)
 
 
 @functools.partial(jax.jit, static_argnames=("S", "N", "crn"))
@@ -1007,140 +666,25 @@ def cell_keys(spec: SweepSpec, m_index: int) -> np.ndarray:
     )
 
 
-def _is_diag_P(spec: SweepSpec) -> bool:
-    if spec.model == "trained":
-        return False
-    if spec.family == "power_law":
-        return True
-    return all(c.basis is None for c in spec.covariances)
-
-
-def _cells(spec: SweepSpec, P, lsa: bool, diag_cov: bool, diag_P: bool) -> dict:
-    """Per-cell traced inputs (numpy, in ``dtype``), flattened spectrum-major (``c = s · N + i_n``)."""
-    S, N, d = spec.n_spectra, len(spec.ns), spec.d
-    dtype = np.dtype(spec.dtype)
-    eig, basis = _numpy_covariances(spec.test_covariances())
-    root = np.sqrt(eig)  # [S, d]
-    A = root if diag_cov else basis * root[:, None, :]  # U diag(√λ)
-    cells = {
-        "A": np.repeat(A, N, axis=0).astype(dtype),
-        "noise": np.full((S * N,), spec.noise, dtype),
-    }
-    if lsa:
-        params = _cell_params(spec, P)
-        cells["W"] = np.asarray(params.W, dtype).reshape(S * N, *params.W.shape[2:])
-        cells["V"] = np.asarray(params.V, dtype).reshape(S * N, *params.V.shape[2:])
-    else:
-        Pc = np.asarray(P).reshape(S * N, d, d)
-        cells["P"] = np.ascontiguousarray(np.diagonal(Pc, axis1=-2, axis2=-1) if diag_P else Pc).astype(dtype)
-    return cells
-
-
-def _device_count() -> int:
-    return jax.device_count()
-
-
-def _fetch(x) -> np.ndarray:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
-
-
-# ============================================================================ statistics
-def summarize(errors: np.ndarray):
-    """Mean, standard error and median over axis ``-2`` (prompts) of ``errors [..., prompts, k]``.
-
-    Same conventions as :func:`ttscale.cot.error_curve`: ``nan`` counts as ``inf``; a cell
-    with any ``inf`` has mean and standard error ``inf``; the median stays finite while fewer
-    than half of the prompts diverge. The helpers of :mod:`ttscale.summary` that
-    :func:`run_sweep` uses (float64 two-pass moments, exact median).
-    """
-    from ttscale import summary
-
-    errors = np.asarray(errors)
-    rows = np.swapaxes(errors, -1, -2).reshape(-1, errors.shape[-2])  # [(..., k), prompts]
-    mean, stderr = summary.finish(summary.moments_of(rows))
-    median = summary.median_rows(rows)
-    shape = errors.shape[:-2] + errors.shape[-1:]
-    dtype = errors.dtype
-    return tuple(np.asarray(x).reshape(shape).astype(dtype) for x in (mean, stderr, median))
-
-
-# ============================================================================ driver
-def _devices_attr() -> str:
-    return json.dumps([str(dev) for dev in jax.devices()])
-
-
-def _version() -> str:
-    try:
-        from ttscale import __version__
-
-        return str(__version__)
-    except ImportError:  # pragma: no cover
-        return "unknown"
-
-
-def run_sweep(spec: SweepSpec, out=None, progress: bool = True):
-    """Run a sweep and return an ``xarray.Dataset``; with ``out`` write it (``.nc``) and resume.
-
-    Dataset: dims ``spectrum, n, m, k`` (``k = 0..k_max``); coords ``spectrum`` (index),
-    ``alpha`` and ``hardness`` (on ``spectrum``), ``n``, ``m`` (floats, ``inf`` allowed), ``k``;
-    variables ``mean``, ``stderr``, ``median [spectrum, n, m, k]`` (Monte Carlo over
-    ``spec.prompts`` prompts), ``limit_error``, ``cor35_bound``, ``overthinking_term
-    [spectrum, n, k]``, ``one_step_error [spectrum, n, m]``, ``best_k``, ``turns_up``,
-    ``spectral_radius [spectrum, n]``; attrs
-    ``spec`` (``SweepSpec.to_json``), ``spec_identity``, ``ttscale_version``, ``jax_version``,
-    ``devices``.
-
-    ``m = ∞`` is *simulated* with ``S_m = Σ`` exactly: ``e_k = −(I − PΣ)^k w`` per prompt, so
-    ``mean`` estimates ``limit_error`` with a real standard error and ``median`` is the median
-    of ``||(I − PΣ)^k w||²`` (not the closed form).
-
-    With ``out``: an existing finished file of the same spec is returned without compute; a
-    different spec is refused (:class:`ttscale.store.SpecMismatchError`); finished chunks in
-    ``<out>.partial`` are reused, so a killed run resumes where it stopped.
-    """
-    if not isinstance(spec, SweepSpec):
-        raise TypeError(f"spec must be a SweepSpec, got {type(spec).__name__}")
-    if not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
-    from ttscale import store
-
-    identity = spec.identity()
-    out_path = None
-    if out is not None:
-        out_path = store.check_writable(out)
-        done = store.check_finished(out_path, identity)
-        if done is not None:
-            return done
-    ctx = jax.enable_x64(True) if spec.dtype == "float64" else _nullcontext()
-    with ctx:
-        return _run(spec, out_path, progress, identity)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 class _Engine:
     """Per-spec state of a sweep: the per-cell traced inputs and the compiled chunk programs."""
 
-    def __init__(self, spec: SweepSpec):
+    def __init__(self, spec: SweepSpec, params=None):
         self.spec = spec
-        P = preconditioners(spec)
-        self.lsa = spec.model in ("lsa", "trained")
-        self.diag_cov = spec.test_covariances().basis is None
-        self.diag_P = (not self.lsa) and _is_diag_P(spec)
-        self.cells = _cells(spec, P, self.lsa, self.diag_cov, self.diag_P)
-        d = spec.d
-        # V[ŵ, (ŵ, 1)] = 0 in every cell: appended query columns do not move M (exact fast path)
-        self.lsa_constant_M = self.lsa and not np.any(self.cells["V"][:, d + 1 : 2 * d + 1, d + 1 :])
+        model = spec.model_object
+        params = cell_parameters(spec) if params is None else params
+        self.hints = tuple(sorted((model.hints(params) if model.hints is not None else {}).items()))
+        S, N = spec.n_spectra, len(spec.ns)
+        dtype = np.dtype(spec.dtype)
+        flat = lambda x: np.ascontiguousarray(np.reshape(x, (S * N,) + np.shape(x)[2:]), dtype)  # noqa: E731
+        roots = np.asarray(spec.test_covariances(jnp.float32 if spec.dtype == "float32" else None).root(), np.float64)
+        with _x64():
+            roots = np.asarray(spec.test_covariances(jnp.float64).root())
+        self.cells = {
+            "params": jax.tree_util.tree_map(flat, params),
+            "root": flat(np.broadcast_to(roots[:, None], (S, N) + roots.shape[1:])),
+            "noise": np.full((S * N,), spec.noise, dtype),
+        }
         self.n_devices = _device_count()
         self._keys = {}
 
@@ -1156,15 +700,15 @@ class _Engine:
     def program(self, m_index: int, batch: int):
         spec = self.spec
         m = spec.ms[m_index]
-        fields = dict(
-            d=spec.d, m=None if math.isinf(m) else int(m), k_max=spec.k_max, batch=batch,
-            cells=spec.n_spectra * len(spec.ns), lsa=self.lsa, lsa_constant_M=self.lsa_constant_M,
-            crn=spec.common_random_numbers,
-            diag_cov=self.diag_cov, diag_P=self.diag_P, noisy=spec.noise > 0, dtype=spec.dtype,
-            scaled=self.diag_cov and self.diag_P and bool(np.all(self.cells["A"] > 0)),
-            n_devices=self.n_devices,
-        )
-        return _chunk_program(_Shape(cell_group=_cell_group(fields), **fields))
+        m = None if math.isinf(m) else int(m)
+        cells = spec.n_spectra * len(spec.ns)
+        model = spec.model_object
+        group = _cell_group(spec.d, m, spec.k_max, batch // self.n_devices, cells, spec.common_random_numbers, spec.dtype)
+        return _chunk_program(_Shape(
+            d=spec.d, m=m, k_max=spec.k_max, batch=batch, cells=cells, cell_group=group,
+            crn=spec.common_random_numbers, noisy=spec.noise > 0, dtype=spec.dtype, n_devices=self.n_devices,
+            errors=model.errors, reads=model.reads, hints=self.hints,
+        ))
 
     def chunk(self, m_index: int, start: int, stop: int, batch: Optional[int] = None):
         """Prompts ``start..stop−1``: errors ``[cells, k_max + 1, stop − start]`` and their :class:`~ttscale.summary.Moments`."""
@@ -1200,9 +744,8 @@ def prompt_errors(spec: SweepSpec, m_index: int = 0, start: int = 0, stop: Optio
     stop = spec.prompts if stop is None else _checks.static_int("stop", stop, minimum=1)
     start = _checks.static_int("start", start, minimum=0)
     if not start < stop <= 2**32:
-        raise ValueError(f"need 0 <= start < stop, got start={start}, stop={stop}")
-    ctx = jax.enable_x64(True) if spec.dtype == "float64" else _nullcontext()
-    with ctx:
+        raise ValueError(f"need 0 <= start < stop <= 2^32, got start={start}, stop={stop}")
+    with _precision(spec):
         engine = _Engine(spec)
         chunk = min(spec.chunk, spec.prompts)
         batch = engine.padded(chunk)  # the run_sweep program of this spec: no new compile
@@ -1212,9 +755,55 @@ def prompt_errors(spec: SweepSpec, m_index: int = 0, start: int = 0, stop: Optio
         return np.ascontiguousarray(np.swapaxes(errs.reshape(S, N, K1, -1), -1, -2))
 
 
+def _precision(spec: SweepSpec):
+    return jax.enable_x64(True) if spec.dtype == "float64" else contextlib.nullcontext()
+
+
 #: Host memory (bytes) for the per-prompt errors of one test length; beyond it they spill to disk
 #: (``<out>.partial`` or a temporary directory) and the exact median is computed slab by slab.
 HOST_MEMORY = 256 * 2**20
+
+
+def _version() -> str:
+    from ttscale import __version__
+
+    return str(__version__)
+
+
+def run_sweep(spec: SweepSpec, out=None, progress: bool = True):
+    """Run a sweep and return an ``xarray.Dataset``; with ``out`` write it (``.nc``) and resume.
+
+    Dataset: dims ``spectrum, n, m, k`` (``k = 0..k_max``); coords ``spectrum`` (index),
+    ``alpha`` and ``hardness`` (on ``spectrum``), ``n``, ``m`` (floats, ``inf`` allowed), ``k``;
+    variables ``mean``, ``stderr``, ``median [spectrum, n, m, k]`` (Monte Carlo over
+    ``spec.prompts`` prompts) and, for a model with a preconditioner (:func:`theory_on_grid`),
+    ``limit_error``, ``cor35_bound``, ``overthinking_term [spectrum, n, k]``, ``one_step_error
+    [spectrum, n, m]``, ``best_k``, ``turns_up``, ``spectral_radius [spectrum, n]``; attrs ``spec``
+    (``SweepSpec.to_json``), ``spec_identity``, ``model``, ``ttscale_version``, ``jax_version``,
+    ``devices``.
+
+    ``m = ∞`` is *simulated* with ``S_m = Σ`` exactly: ``mean`` estimates ``limit_error`` with a
+    real standard error and ``median`` is the median over prompts (not a closed form).
+
+    With ``out``: an existing finished file of the same spec is returned without compute; a
+    different spec is refused (:class:`ttscale.store.SpecMismatchError`); finished chunks in
+    ``<out>.partial`` are reused, so a killed run resumes where it stopped.
+    """
+    if not isinstance(spec, SweepSpec):
+        raise TypeError(f"spec must be a SweepSpec, got {type(spec).__name__}")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+    from ttscale import store
+
+    identity = spec.identity()
+    out_path = None
+    if out is not None:
+        out_path = store.check_writable(out)
+        done = store.check_finished(out_path, identity)
+        if done is not None:
+            return done
+    with _precision(spec):
+        return _run(spec, out_path, progress, identity)
 
 
 def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
@@ -1230,8 +819,9 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
 
     S, N, M, K1 = spec.n_spectra, len(spec.ns), len(spec.ms), spec.k_max + 1
     C = S * N
-    forms = closed_forms(spec)
-    engine = _Engine(spec)
+    params = cell_parameters(spec)
+    forms = theory_on_grid(spec, params)
+    engine = _Engine(spec, params)
     chunk = min(spec.chunk, spec.prompts)
     starts = list(range(0, spec.prompts, chunk))
     np_dtype = np.dtype(spec.dtype)
@@ -1283,34 +873,33 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
             bar.close()
 
     alpha = np.asarray(spec.alphas, np.float64) if spec.family == "power_law" else np.full(S, np.nan)
-    ks = np.arange(K1)
+    with _x64():
+        hardness = np.asarray(spectra_mod.hardness(spec.training_covariances(jnp.float64)))
+    dims = {"limit_error": ("spectrum", "n", "k"), "one_step_error": ("spectrum", "n", "m"),
+            "cor35_bound": ("spectrum", "n", "k"), "overthinking_term": ("spectrum", "n", "k"),
+            "best_k": ("spectrum", "n"), "turns_up": ("spectrum", "n"), "spectral_radius": ("spectrum", "n")}
+    data_vars = {name: (("spectrum", "n", "m", "k"), value)
+                 for name, value in (("mean", mean), ("stderr", stderr), ("median", median))}
+    for name, dim in (dims.items() if forms is not None else ()):
+        value = forms[name]
+        data_vars[name] = (dim, value.astype(np_dtype) if value.dtype.kind == "f" else value)
     ds = xr.Dataset(
-        data_vars={
-            "mean": (("spectrum", "n", "m", "k"), mean),
-            "stderr": (("spectrum", "n", "m", "k"), stderr),
-            "median": (("spectrum", "n", "m", "k"), median),
-            "limit_error": (("spectrum", "n", "k"), forms["limit_error"].astype(np_dtype)),
-            "one_step_error": (("spectrum", "n", "m"), forms["one_step_error"].astype(np_dtype)),
-            "cor35_bound": (("spectrum", "n", "k"), forms["cor35_bound"].astype(np_dtype)),
-            "overthinking_term": (("spectrum", "n", "k"), forms["overthinking_term"].astype(np_dtype)),
-            "best_k": (("spectrum", "n"), forms["best_k"]),
-            "turns_up": (("spectrum", "n"), forms["turns_up"]),
-            "spectral_radius": (("spectrum", "n"), forms["spectral_radius"].astype(np_dtype)),
-        },
+        data_vars=data_vars,
         coords={
             "spectrum": np.arange(S),
             "alpha": ("spectrum", alpha),
-            "hardness": ("spectrum", np.asarray(forms["hardness"], np.float64)),
+            "hardness": ("spectrum", hardness),
             "n": np.asarray(spec.ns, np.float64),
             "m": np.asarray(spec.ms, np.float64),
-            "k": ks,
+            "k": np.arange(K1),
         },
         attrs={
             "spec": spec.to_json(),
             "spec_identity": identity,
+            "model": spec.model_object.name,
             "ttscale_version": _version(),
             "jax_version": jax.__version__,
-            "devices": _devices_attr(),
+            "devices": json.dumps([str(dev) for dev in jax.devices()]),
         },
     )
     _describe(ds)
@@ -1327,7 +916,7 @@ _DESCRIPTIONS = {
     "limit_error": "m -> inf closed form ||(I - P Sigma)^k||_F^2",
     "one_step_error": "exact finite-m error at k = 1",
     "cor35_bound": "Corollary 3.5: d (1 + n/(1 + Hard))^(-2k)",
-    "overthinking_term": "Remark 4.1: tr(M^(2k)), M = I - Gamma^(-1/2) Sigma Gamma^(-1/2)",
+    "overthinking_term": "Remark 4.1: tr(M^(2k)), M = I - Gamma^(-1/2) Sigma Gamma^(-1/2), Gamma = sym(P)^-1",
     "best_k": "argmin over k = 1..k_max of limit_error",
     "turns_up": "best_k < k_max: the m -> inf error turns up within the horizon",
     "spectral_radius": "max |eig(I - P Sigma)| (> 1: the m -> inf error eventually diverges)",
@@ -1336,6 +925,7 @@ _DESCRIPTIONS = {
 
 def _describe(ds) -> None:
     for name, text in _DESCRIPTIONS.items():
-        ds[name].attrs["long_name"] = text
+        if name in ds:
+            ds[name].attrs["long_name"] = text
     ds["alpha"].attrs["long_name"] = "power-law exponent of the training spectrum (nan for explicit)"
     ds["hardness"].attrs["long_name"] = "Hard(Lambda) = tr(Lambda) / lambda_min(Lambda) of the training spectrum"

@@ -82,11 +82,12 @@ def add_arguments(p):
     p.add_argument("--prompts", type=int, default=4096, help="prompts per cell (default 4096)")
     p.add_argument("--chunk", type=int, default=4096, help="prompts per compiled call (default 4096)")
     p.add_argument("--noise", type=float, default=0.0, help="label-noise standard deviation σ (default 0)")
-    p.add_argument("--model", choices=("pseudo_newton", "lsa", "trained"), default="pseudo_newton",
-                   help="pseudo_newton (P = Γ⁻¹, default), lsa (literal LSA forward, optimal V), trained (--params)")
+    p.add_argument("--model", default="pseudo_newton",
+                   help="model under CoT, NAME[:key=value,...]: pseudo_newton (P = Γ(Λ, n)⁻¹, default), "
+                        "lsa (literal LSA forward: the optimum, lsa:c=0.7, or lsa:params=FILE.npz), "
+                        "gd:eta=0.5 (gradient descent); see ttscale.models")
     p.add_argument("--params", default=None,
-                   help="trained LSA parameters: .npz with W and V of shape [D, D] or [S, N, D, D] (model trained)")
-    p.add_argument("--c", type=float, default=1.0, help="LSA score scale c of the paper's W (default 1)")
+                   help="per-cell LSA parameters: .npz with W and V of shape [S, N, D, D] (with --model lsa)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--crn", "--common-random-numbers", dest="crn", action="store_true",
@@ -99,7 +100,6 @@ def spec_from_args(args):
     """Build the :class:`~ttscale.sweep.SweepSpec` of parsed arguments."""
     import numpy as np
 
-    from ttscale import lsa
     from ttscale.sweep import SweepSpec
 
     family = args.family
@@ -125,11 +125,9 @@ def spec_from_args(args):
             test = _load_covariances("test", test)
     params = None
     if args.params is not None:
-        try:
-            with np.load(args.params) as f:
-                params = lsa.LSAParams(np.asarray(f["W"]), np.asarray(f["V"]))
-        except (OSError, KeyError) as exc:
-            raise ValueError(f"--params: {args.params} must be an .npz holding W and V ({exc})") from None
+        from ttscale.models import lsa
+
+        params = lsa.load(args.params)
     return SweepSpec(
         d=args.d,
         family=family,
@@ -144,7 +142,6 @@ def spec_from_args(args):
         noise=args.noise,
         model=args.model,
         params=params,
-        c=args.c,
         trace=args.trace,
         seed=args.seed,
         dtype=args.dtype,
@@ -161,7 +158,7 @@ def run(args) -> int:
     wall = time.perf_counter() - start
     S, N, M, K = (ds.sizes[k] for k in ("spectrum", "n", "m", "k"))
     print(f"ttscale sweep: {S} spectra x {N} n x {M} m x k = 0..{K - 1}, {spec.prompts} prompts per cell, "
-          f"model {spec.model}, {'common random numbers' if spec.common_random_numbers else 'independent prompts'}, "
+          f"model {spec.model_object.name}, {'common random numbers' if spec.common_random_numbers else 'independent prompts'}, "
           f"{wall:.2f} s")
     mean = ds["mean"].isel(k=-1)
     print(f"  final-k error: min {float(mean.min()):.4g}, max {float(mean.max()):.4g} (mean over prompts)")
