@@ -4,11 +4,12 @@
 
 Pieces (each jitted, compiled before timing, median of ``--repeats``; one device):
 
-1. ``prompt_stats`` — drawing one cell's normals (:mod:`ttscale.rng`) and forming
+1. ``sample_statistics`` — drawing one cell's normals (:mod:`ttscale.rng`) and forming
    ``S_Z = Z Zᵀ/m``; the draw alone; ``jax.random.normal`` of the same size for contrast;
-2. ``pseudo_newton_errors_from_stats`` for one cell (plain and ``scaled``, ``u = A e``);
-3. the common-random-numbers grouped iteration over all cells (plain and ``scaled``);
-4. ``chunk_moments`` (device), ``closed_forms`` and the exact median (host) per ``run_sweep``;
+2. the ``pseudo_newton`` model's kernel for one cell (general form with dense ``A``, ``P`` and the
+   diagonal ``u = A e`` form);
+3. the same kernel ``vmap``-ed over all cells sharing ``S_Z`` (common random numbers);
+4. ``chunk_moments`` (device), ``theory_on_grid`` and the exact median (host) per ``run_sweep``;
 5. a whole ``run_sweep`` call, and the number of XLA compiles on a warm call.
 """
 
@@ -55,8 +56,9 @@ def main(argv=None) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from ttscale import rng, summary
+    from ttscale import models, rng, spectra, summary
     from ttscale import sweep as sw
+    from ttscale.prompts import Statistics, sample_statistics
 
     d, m, k, b = args.d, args.m, args.k_max, args.prompts
     ns = tuple(float(v) for v in args.ns.split(","))
@@ -67,8 +69,10 @@ def main(argv=None) -> dict:
     key = jax.random.key(0)
     rows = {}
 
-    stats_fn = jax.jit(lambda key: sw.prompt_stats(key, 0, b, d, m, jnp.float32, False))
-    rows["prompt_stats: draw + S_Z (1 cell)"] = _median_time(lambda: stats_fn(key), args.repeats)
+    lam = jnp.asarray(np.linspace(0.5, 1.5, d), jnp.float32)
+    cov = spectra.from_eigenvalues(lam)
+    stats_fn = jax.jit(lambda key: sample_statistics(key, cov, m, b))
+    rows["sample_statistics: draw + S_Z (1 cell)"] = _median_time(lambda: stats_fn(key), args.repeats)
     draw_fn = jax.jit(lambda key: rng.prompt_normals(key, 0, b, d * m + d))
     rows["ttscale.rng draw alone, d·m + d normals (1 cell)"] = _median_time(lambda: draw_fn(key), args.repeats)
     jr_fn = jax.jit(lambda key: jax.random.normal(key, (b, d * m + d)))
@@ -78,30 +82,34 @@ def main(argv=None) -> dict:
     rows["S_Z = Z Zᵀ/m only (1 cell)"] = _median_time(lambda: gram_fn(Z), args.repeats)
 
     stats = stats_fn(key)
-    lam = jnp.asarray(np.linspace(0.5, 1.5, d), jnp.float32)
-    A = jnp.sqrt(lam)
+    pn = models.pseudo_newton
     P = 1.0 / (1.05 * lam + d / 20.0)
-    for scaled in (False, True):
-        it_fn = jax.jit(lambda stats, A, P, sc=scaled: sw.pseudo_newton_errors_from_stats(stats, A, P, None, k, True, True, sc))
-        rows[f"iteration, {'scaled u = A e' if scaled else 'plain e'} (1 cell)"] = _median_time(
-            lambda: it_fn(stats, A, P), args.repeats)
-    As = jnp.broadcast_to(A, (cells, d))
+    dense = Statistics(stats.S_Z, None, None, stats.w, jnp.diag(stats.root), stats.noise, stats.m)
+    for label, st, p in (("general form, dense A and P", dense, jnp.diag(P)), ("diagonal u = A e", stats, P)):
+        it_fn = jax.jit(lambda st, p: pn.errors(pn.PseudoNewtonParams(p), st, k))
+        rows[f"iteration, {label} (1 cell)"] = _median_time(lambda: it_fn(st, p), args.repeats)
+    roots = jnp.broadcast_to(stats.root, (cells, d))
     Ps = jnp.broadcast_to(P, (cells, d))
-    for scaled in (False, True):
-        grp_fn = jax.jit(lambda stats, As, Ps, sc=scaled: sw.pseudo_newton_group_errors(stats, As, Ps, None, k, True, True, sc))
-        rows[f"CRN iteration over all {cells} cells, {'scaled' if scaled else 'plain'}"] = _median_time(
-            lambda: grp_fn(stats, As, Ps), args.repeats)
+
+    def crn(stats, roots, Ps):
+        one = lambda r, p: pn.errors(pn.PseudoNewtonParams(p), Statistics(stats.S_Z, None, None, stats.w, r,  # noqa: E731
+                                                                          stats.noise, stats.m), k)
+        return jax.vmap(one)(roots, Ps)
+
+    grp_fn = jax.jit(crn)
+    rows[f"CRN iteration over all {cells} cells (vmap, shared S_Z, unblocked)"] = _median_time(
+        lambda: grp_fn(stats, roots, Ps), args.repeats)
 
     import bench_sweep as bs
 
     spec = bs.make_spec(d=d, alphas=tuple(np.linspace(0, 2, args.spectra)), ns=ns, ms=(float(m),), k_max=k,
                         prompts=b)
     t0 = time.perf_counter()
-    sw.closed_forms(spec)
-    rows["closed_forms (first call, with compile)"] = time.perf_counter() - t0
+    sw.theory_on_grid(spec)
+    rows["theory_on_grid (first call, with compile)"] = time.perf_counter() - t0
     with bc.CompileCounter() as cc:
-        rows["closed_forms (second call)"] = _median_time(lambda: sw.closed_forms(spec)["limit_error"], 1)
-    rows["closed_forms compiles on a warm call"] = cc.count
+        rows["theory_on_grid (second call)"] = _median_time(lambda: sw.theory_on_grid(spec)["limit_error"], 1)
+    rows["theory_on_grid compiles on a warm call"] = cc.count
     errs = np.abs(np.random.default_rng(0).standard_normal((cells, k + 1, b), dtype=np.float32))
     mom_fn = jax.jit(sw.chunk_moments)
     errs_dev = jnp.asarray(errs)

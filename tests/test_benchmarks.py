@@ -7,7 +7,7 @@ No timings are asserted. The equalities are float32 round-off checks:
   ``gpt2_tokens`` quick run, which asserts a float32 relative error ≤ 2e-3);
 * the sweep engine (pseudo-Newton and LSA, independent and common-random-number sampling) vs
   ``ttscale.cot.lsa_errors(method="full")`` on the very prompts the engine draws, rebuilt with
-  its own ``cell_keys`` and ``prompts_for`` (the CRN path shares one key across cells);
+  its own ``cell_keys`` and ``prompts_at`` (the CRN path shares one key across cells);
 * each benchmark script's ``main`` at its ``--quick`` size.
 """
 
@@ -86,13 +86,14 @@ def _reference_errors(P, prompts):
 
 def _quick_prompts(s: int, n: float, seed: int = 5, crn: bool = False):
     """The engine's prompts for cell (s, n) of the QUICK grid, and that cell's ``P = Γ(Λ_s, n)⁻¹``."""
-    from ttscale.sweep import SweepSpec, cell_keys, prompts_for
+    from ttscale.prompts import prompts_at
+    from ttscale.sweep import SweepSpec, cell_keys
 
     spec = SweepSpec(**QUICK, seed=seed, common_random_numbers=crn)
     lam = nb.power_law_eigenvalues(spec.d, spec.alphas)[s]
     keys = jax.random.wrap_key_data(jnp.asarray(cell_keys(spec, 0)))
     key = keys if crn else keys[s * len(spec.ns) + spec.ns.index(n)]
-    pr = prompts_for(key, jnp.arange(spec.prompts), tts.from_eigenvalues(jnp.asarray(lam)), int(spec.ms[0]))
+    pr = prompts_at(key, np.arange(spec.prompts), tts.from_eigenvalues(jnp.asarray(lam)), int(spec.ms[0]))
     return pr, np.diag(nb.gamma_inverse_diagonal(lam, n)).astype(np.float32)
 
 

@@ -110,25 +110,36 @@ def test_qp_design_identity(dtype):
         np.testing.assert_allclose(via_design, direct, rtol=1e-4 if dtype == jnp.float32 else 1e-10)
 
 
+def _mixture_preconditioner_numpy(pool, probs):
+    """``P(π) = Λ̄ Q⁻¹``, ``Q = Σ π_ℓ Γ(Λ_ℓ, n_ℓ) Λ_ℓ``, ``Γ = (1 + 1/n) Λ + (tr Λ / n) I``, written out in NumPy."""
+    mats, ns, p = np.asarray(pool.matrices(), np.float64), np.asarray(pool.ns, np.float64), np.asarray(probs, np.float64)
+    d = mats.shape[-1]
+    gammas = [(1 + 1 / n) * L + (np.trace(L) / n) * np.eye(d) for L, n in zip(mats, ns)]
+    Lbar = np.einsum("l,lij->ij", p, mats)
+    Q = sum(pl * G @ L for pl, G, L in zip(p, gammas, mats))
+    return Lbar @ np.linalg.inv(Q)
+
+
 def test_exact_helpers_match_theory():
+    """The exact criterion is theory.limit_error of P(π) = theory.mixture_preconditioner(pool.covs, pool.ns, π)."""
     with x64_context(jnp.float64):
         dtype = jnp.float64
         pool = _paper(4, dtype)
         Sigma = sel.power_law_target(jax.random.key(5), d=6, alpha=0.8, dtype=dtype)
         probs = jnp.asarray(np.arange(8, 0, -1) / 36.0, dtype)
-        P = sel.mixture_preconditioner(pool, probs)
-        P_ref = theory.mixture_preconditioner(pool.covs, pool.ns, probs)
-        rtol = 1e-4 if dtype == jnp.float32 else 1e-10
-        np.testing.assert_allclose(P, P_ref, rtol=rtol, atol=rtol)
-        np.testing.assert_allclose(sel.exact_errors(pool, Sigma, probs, 6), theory.limit_error(P_ref, Sigma, 6), rtol=10 * rtol)
-        np.testing.assert_allclose(sel.exact_objective(pool, Sigma, probs, 6, "sum"),
-                                   np.sum(np.asarray(theory.limit_error(P_ref, Sigma, 6))[1:]), rtol=10 * rtol)
-        np.testing.assert_allclose(sel.exact_objective(pool, Sigma, probs, 6, "at"),
-                                   np.asarray(theory.limit_error(P_ref, Sigma, 6))[6], rtol=10 * rtol)
+        P_ref = _mixture_preconditioner_numpy(pool, probs)
+        rtol = 1e-10
+        np.testing.assert_allclose(theory.mixture_preconditioner(pool.covs, pool.ns, probs), P_ref, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(pool.gammas(), jax.vmap(theory.gamma)(pool.matrices(), pool.ns), rtol=rtol)
+        lim = np.asarray(theory.limit_error(jnp.asarray(P_ref), Sigma, 6))
+        np.testing.assert_allclose(sel.exact_errors(pool, Sigma, probs, 6), lim, rtol=10 * rtol)
+        np.testing.assert_allclose(sel.exact_objective(pool, Sigma, probs, 6, "sum"), np.sum(lim[1:]), rtol=10 * rtol)
+        np.testing.assert_allclose(sel.exact_objective(pool, Sigma, probs, 6, "at"), lim[6], rtol=10 * rtol)
         # one task: P = Γ⁻¹
-        one = sel.task_pool([power_law(6, 0.5, dtype=dtype)], [30.0])
-        np.testing.assert_allclose(sel.mixture_preconditioner(one, jnp.ones((1,), dtype)),
-                                   theory.gamma_inverse(power_law(6, 0.5, dtype=dtype), 30.0), rtol=rtol, atol=rtol)
+        cov = power_law(6, 0.5, dtype=dtype)
+        one = sel.task_pool([cov], [30.0])
+        np.testing.assert_allclose(sel.exact_errors(one, Sigma, jnp.ones((1,), dtype), 6),
+                                   theory.limit_error(theory.gamma_inverse(cov, 30.0), Sigma, 6), rtol=10 * rtol)
 
 
 def test_exact_gradient_matches_finite_differences():

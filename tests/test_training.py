@@ -50,7 +50,7 @@ def trained():
 
 def test_single_task_converges_to_gamma_inverse(trained):
     """V[ŵ, x] → −Γ⁻¹/c within 5% (Frobenius), other blocks of V ~ 0 (only V[ŵ, y] moves at all)."""
-    config, rows, _, _, result = trained
+    config, rows, _, keys, result = trained
     b = lsa_mod.blocks(D_FEAT)
     for i, cov in enumerate([tts.identity(D_FEAT), tts.power_law(D_FEAT, 1.0)]):
         V = result.params.V[i]
@@ -64,9 +64,11 @@ def test_single_task_converges_to_gamma_inverse(trained):
         assert np.max(np.abs(others)) == 0.0
         assert np.max(np.abs(V[b["w"], b["y"]])) < 5e-3
         assert np.isfinite(np.asarray(result.losses[i])).all()
-        # loss at V = 0 is ½ E||w||² = d/2; at the optimum it is ½ one_step_error(Γ⁻¹, Λ, m = n)
+        # loss at V = 0 is ½ mean_b ||w_b||² of step 0's batch (E = d/2): checked exactly on the same prompts;
+        # at the optimum it is ½ one_step_error(Γ⁻¹, Λ, m = n)
         losses = np.asarray(result.losses[i])
-        np.testing.assert_allclose(losses[0], D_FEAT / 2, rtol=0.05)
+        w0 = np.asarray(T.sample_batch(jax.random.fold_in(keys[i], 0), rows[i], config.n_max, config.batch).w, np.float64)
+        np.testing.assert_allclose(losses[0], 0.5 * np.mean(np.sum(w0**2, -1)), rtol=1e-5)
         optimum = float(T.optimal_loss(rows[i]))
         np.testing.assert_allclose(optimum, 0.5 * float(tts.one_step_error(tts.gamma_inverse(cov, N), cov, N)), rtol=1e-5)
         tail = losses[-100:]
@@ -108,13 +110,10 @@ def test_trained_cot_matches_closed_form_optimum(trained):
     P_star = tts.gamma_inverse(cov, N)
     k_max = 6
     prompts = _numpy_prompts(cov, 100, 1024, seed=7)
-    curves = jax.jit(
-        lambda params, P, prompts: (
-            tts.error_curve(tts.lsa_errors(params, prompts, k_max)),
-            tts.error_curve(tts.pseudo_newton_errors(P, prompts, k_max)),
-        )
+    errors = jax.jit(
+        lambda params, P, prompts: (tts.lsa_errors(params, prompts, k_max), tts.pseudo_newton_errors(P, prompts, k_max))
     )
-    trained_curve, optimum_curve = jax.device_get(curves(params, P_star, prompts))
+    trained_curve, optimum_curve = (tts.error_curve(e) for e in jax.device_get(errors(params, P_star, prompts)))
     gap = np.abs(trained_curve.mean - optimum_curve.mean)
     assert np.all(gap[1:] <= 4 * optimum_curve.stderr[1:]), (gap, optimum_curve.stderr)
     # m → ∞: the relative gap grows with k (the slowest-learned, smallest-λ direction dominates late k)
@@ -261,15 +260,22 @@ def test_fit_resumes_exactly(tmp_path):
         T.fit(config, jax.random.key(12), out=out, progress=False)
 
 
-def test_free_W_drifts():
+@pytest.fixture(scope="module")
+def free_trained():
+    """One LSA with a free W (Λ = I, d = 4, n = 10), shared by the free-W tests."""
+    d, n = 4, 10
+    cov = tts.identity(d)
+    config = T.TrainConfig(d=d, tasks=(T.Task(cov, n),), steps=100, batch=256, w_mode="free")
+    return config, cov, jax.device_get(T.make_train(config)(jax.random.key(0)))
+
+
+def test_free_W_drifts(free_trained):
     """SPEC §3 pitfall. free W: W[x, ŵ] gets exactly zero gradient, W[y, 1] drifts to c' ≠ c, and the CoT
     fixed point is (c'/c) w: the error plateaus at (1 − c'/c)² ||w||² instead of → 0, although the
     one-step map (P = −c' V[ŵ, x] ≈ Γ⁻¹) is learned. (tied W: see test_tied_W_converges.)"""
-    d, n = 4, 10
-    cov = tts.identity(d)
+    config, cov, free = free_trained
+    d, n = config.d, config.tasks[0].n
     P_star = tts.gamma_inverse(cov, n)
-    config = T.TrainConfig(d=d, tasks=(T.Task(cov, n),), steps=100, batch=256, w_mode="free")
-    free = jax.device_get(T.make_train(config)(jax.random.key(0)))
     b = lsa_mod.blocks(d)
     np.testing.assert_array_equal(free.params.W[b["x"], b["w"]], np.eye(d))  # zero gradient: stays at init
     ratio = float(free.c) / config.c
@@ -280,6 +286,52 @@ def test_free_W_drifts():
     plateau = (1 - ratio) ** 2 * np.sum(np.asarray(prompts.w) ** 2, -1)
     np.testing.assert_allclose(errs.mean(), plateau.mean(), rtol=0.1)
     assert errs.mean() > 0.05  # the frozen/tied models reach ~1e-3 here (Λ = I, k = 40)
+
+
+def test_free_W_one_step_prediction_is_effective_preconditioner_times_b(free_trained):
+    """What pins ``c = −W[y, 1]`` and ``P = −c V[ŵ, x]`` (lsa.effective_c / effective_preconditioner): with
+    ŵ_0 = 0 the LSA's one-step prediction on a prompt is, exactly,
+
+        ŵ_1 = P b + V[ŵ, x] S W[x, 1] + V[ŵ, y] (bᵀ W[x, 1] + W[y, 1] yᵀy/m) + V[ŵ, 1] W[1, 1],
+
+    ``b = X y / m``, ``S = X Xᵀ / m``: every other block of V multiplies a zero row of the embedding's Gram
+    (the ŵ rows, ŵ_0 = 0) or is itself zero (V has only its ŵ rows nonzero after training). Checked to
+    round-off on real prompts after free-W training, where W[y, 1] has drifted away from W[x, ŵ] = c I —
+    so the coefficient of b is −W[y, 1] V[ŵ, x], not −c V[ŵ, x] with the init's c."""
+    config, cov, free = free_trained
+    params = jax.tree_util.tree_map(jnp.asarray, free.params)
+    d = config.d
+    b = lsa_mod.blocks(d)
+    x, y_, w_, one = b["x"], b["y"].start, b["w"], b["one"].start
+    V, W = np.asarray(params.V, np.float64), np.asarray(params.W, np.float64)
+    # V: only the ŵ rows were ever trained (every other row starts at 0 with exactly zero gradient)
+    rest = V.copy()
+    rest[w_] = 0.0
+    assert np.max(np.abs(rest)) == 0.0
+    c = float(lsa_mod.effective_c(params))
+    assert c == -float(params.W[y_, one]) and abs(c - config.c) > 0.1  # drifted
+    P = np.asarray(lsa_mod.effective_preconditioner(params), np.float64)
+    np.testing.assert_allclose(P, -c * V[w_, x], rtol=1e-6)
+    np.testing.assert_array_equal(P, np.asarray(free.preconditioner))  # what training reports
+
+    prompts = _numpy_prompts(cov, 30, 64, seed=5)
+    m = prompts.length
+    pred = np.asarray(jax.jit(jax.vmap(lambda X, y: lsa_mod.predict(params, X, y)))(prompts.X, prompts.y), np.float64)
+    X, yv = np.asarray(prompts.X, np.float64), np.asarray(prompts.y, np.float64)
+    bvec = np.einsum("bdm,bm->bd", X, yv) / m
+    S = np.einsum("bim,bjm->bij", X, X) / m
+    yy = np.sum(yv * yv, -1) / m
+    a = W[x, one]
+    others = (np.einsum("ij,bjk,k->bi", V[w_, x], S, a)
+              + V[w_, y_][None, :] * (bvec @ a + W[y_, one] * yy)[:, None]
+              + V[w_, one] * W[one, one])
+    main = bvec @ P.T
+    scale = np.max(np.abs(pred))
+    np.testing.assert_allclose(pred, main + others, rtol=0, atol=1e-5 * scale)
+    # the other blocks barely contribute (V[ŵ, y] ~ 0, W[x, 1] ~ 0), while the init's c misses the drift
+    assert np.max(np.abs(others)) < 0.05 * scale, np.max(np.abs(others)) / scale
+    wrong = bvec @ (-config.c * V[w_, x]).T + others
+    assert np.max(np.abs(pred - wrong)) > 0.05 * scale
 
 
 @pytest.mark.full

@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from ttscale import lsa, spectra, theory
+from ttscale import lsa, spectra, store, theory
 
 CACHE_VERSION = 4  # 4: the sweep engine draws with the counter-based sampler (new random numbers)
 SIZES = ("quick", "full")
@@ -182,11 +181,11 @@ def sweep(train, test, ns, ms, k_max, prompts, seed=0, chunk=4096, alphas=None, 
 
 # ============================================================================ presets: configs
 def _tilted(d: int, alpha: float = 1.0, scale: Optional[float] = None) -> spectra.Covariance:
-    """``λ_i ∝ i^{-α}`` with ``tr = d`` (``scale=None``) or ``λ_i = scale · i^{-α}``."""
+    """:func:`ttscale.spectra.power_law`: ``λ_i ∝ i^{-α}`` with ``tr = d`` (``scale=None``) or ``λ_i = scale · i^{-α}``
+    (the trace ``scale · Σ_j j^{-α}``, read off ``λ_1 = 1 / Σ_j j^{-α}`` of the unit-trace law)."""
     if scale is None:
         return spectra.power_law(d, alpha)
-    i = np.arange(1, d + 1, dtype=np.float32)
-    return spectra.from_eigenvalues(jnp.asarray(scale * i ** (-alpha), jnp.float32))
+    return spectra.power_law(d, alpha, trace=scale / float(spectra.power_law(d, alpha, trace=1.0).eigenvalues[0]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -967,15 +966,12 @@ def _save_nc(ds: xr.Dataset, path: Path) -> None:
         if ds[name].dtype == bool:
             ds[name] = ds[name].astype("int8")
             ds[name].attrs["bool"] = 1
-    tmp = path.with_suffix(".tmp.nc")
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    tmp.replace(path)
+    store.write_dataset(ds, path)
 
 
 def load_dataset(path) -> xr.Dataset:
     """Load a preset/sweep ``.nc`` written by :func:`run_preset` (JSON attrs decoded)."""
-    with xr.open_dataset(path, engine="h5netcdf") as f:
-        ds = f.load()
+    ds = store.read_dataset(path)
     for name in list(ds.variables):
         if ds[name].attrs.get("bool"):
             attrs = {k: v for k, v in ds[name].attrs.items() if k != "bool"}

@@ -47,7 +47,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from ttscale import _checks
+from ttscale import _checks, store
 from ttscale.cot import error_curve, pseudo_newton_errors, squared_errors
 from ttscale.prompts import Prompts, sample_prompts
 from ttscale.spectra import Covariance, identity, power_law
@@ -360,9 +360,8 @@ def _restore_leaves(template, arrays, what: str):
 
 
 def _atomic_savez(path: str, arrays: dict) -> None:
-    tmp = f"{path}.tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with store.atomic_file(path, suffix=".npz") as fh:
+        np.savez(fh, **arrays)
 
 
 def save_model(path: str, model: GPT2) -> None:
@@ -648,8 +647,8 @@ def gpt2_experiment(size="quick", out: str | None = None, protocol: str = DEFAUL
                 vars_[f"lsa_{stat}"][i, j] = np.asarray(getattr(l, stat))
             indist = sample_prompts(jax.random.fold_in(eval_key, 1), train_cov, n, exp.eval_prompts)
             # same shapes as the test rollout: no new compile for the k = 1 anchor
-            k1["k1_gpt2"][i, j] = float(jnp.mean(cot_errors(result.model, indist, exp.k_max)[:, 1]))
-            k1["k1_lsa"][i, j] = float(jnp.mean(pseudo_newton_errors(P, indist, exp.k_max)[:, 1]))
+            k1["k1_gpt2"][i, j] = float(error_curve(cot_errors(result.model, indist, exp.k_max)).mean[1])
+            k1["k1_lsa"][i, j] = float(error_curve(pseudo_newton_errors(P, indist, exp.k_max)).mean[1])
     dims = ("scenario", "n", "k")
     data = {name: (dims, v) for name, v in vars_.items()}
     data.update({name: (dims[:2], v) for name, v in k1.items()})
@@ -671,7 +670,7 @@ def gpt2_experiment(size="quick", out: str | None = None, protocol: str = DEFAUL
     )
     if out is not None:
         os.makedirs(out, exist_ok=True)
-        ds.to_netcdf(os.path.join(out, f"gpt2_{protocol}.nc"), engine="h5netcdf")
+        store.write_dataset(ds, os.path.join(out, f"gpt2_{protocol}.nc"))
     return ds
 
 

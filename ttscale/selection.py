@@ -43,8 +43,8 @@ import numpy as np
 from optax.projections import projection_simplex
 
 from ttscale import _checks
-from ttscale import theory
-from ttscale.spectra import Covariance, as_covariance, from_matrix, power_law, stack
+from ttscale import store, theory
+from ttscale.spectra import Covariance, as_covariance, power_law, stack
 
 CRITERIA = ("qp", "qp-length", "exact")
 BASELINES = ("uniform", "easy-only", "relevant-only", "hard-only")
@@ -96,11 +96,8 @@ class TaskPool:
         return self.covs.matrix()
 
     def gammas(self) -> jax.Array:
-        """Dense ``Γ(Λ_ℓ, n_ℓ) = (1 + 1/n_ℓ) Λ_ℓ + (tr Λ_ℓ / n_ℓ) I`` → ``[..., L, d, d]``."""
-        L = self.matrices()
-        n = self.ns[..., None, None]
-        tr = self.covs.trace()[..., None, None]
-        return (1 + 1 / n) * L + (tr / n) * jnp.eye(self.d, dtype=L.dtype)
+        """Dense ``Γ(Λ_ℓ, n_ℓ)`` (:func:`ttscale.theory.gamma`) → ``[..., L, d, d]``."""
+        return jnp.vectorize(theory.gamma, signature="(d,d),()->(d,d)")(self.matrices(), self.ns)
 
     def lambda_min(self) -> jax.Array:
         """``σ_min(Λ_ℓ) [..., L]`` (small = rare skill = hard task)."""
@@ -181,12 +178,6 @@ def _check_pool(pool) -> TaskPool:
     return pool
 
 
-def _power_law_eigenvalues(d: int, alpha, dtype) -> jax.Array:
-    """``λ_i = d · i^{-α} / Σ_j j^{-α}`` (as :func:`ttscale.spectra.power_law`, without eager checks)."""
-    raw = jnp.arange(1, d + 1, dtype=dtype) ** (-alpha[..., None])
-    return d * raw / jnp.sum(raw, axis=-1, keepdims=True)
-
-
 def _small_rotation(key, d: int, angle, dtype) -> jax.Array:
     """A random rotation near ``I``: the Cayley transform ``(I − A)⁻¹(I + A)``, ``A = (angle/2) K``,
     ``K`` a random skew-symmetric matrix scaled so that ``||K||_F = √2`` (a plane rotation by
@@ -228,7 +219,7 @@ def _paper_pool_core(key, alpha_jitter, rotation, d, per_type, types, dtype) -> 
     kinds = jnp.repeat(jnp.arange(T, dtype=jnp.int32), per_type)
     k_alpha, k_rot = jax.random.split(key)
     alphas = alphas + alpha_jitter * jax.random.uniform(k_alpha, (L,), dtype, -1.0, 1.0)
-    eig = _power_law_eigenvalues(d, alphas, dtype)
+    eig = power_law(d, alphas, dtype=dtype).eigenvalues
     basis = jax.vmap(lambda k: _small_rotation(k, d, rotation, dtype))(jax.random.split(k_rot, L))
     return TaskPool(Covariance(eig, basis), ns, kinds, tuple(name for name, _, _ in types))
 
@@ -245,7 +236,7 @@ def power_law_target(key, d: int = 10, alpha=0.8, rotation: float = 0.2, dtype=j
 
 @functools.partial(jax.jit, static_argnames=("d", "dtype"))
 def _power_law_target_core(key, alpha, rotation, d, dtype) -> Covariance:
-    eig = _power_law_eigenvalues(d, alpha, dtype)
+    eig = power_law(d, alpha, dtype=dtype).eigenvalues
     return Covariance(eig, _small_rotation(key, d, rotation, dtype))
 
 
@@ -299,14 +290,16 @@ def qp_design(pool: TaskPool, Sigma, length_aware: bool = False) -> QP:
     return _qp_design_core(pool, _as_target(Sigma, pool.d, pool.dtype), bool(length_aware))
 
 
-@functools.partial(jax.jit, static_argnames=("length_aware",))
-def _qp_design_core(pool: TaskPool, Sigma: Covariance, length_aware: bool) -> QP:
+def _qp_terms(pool: TaskPool, Sigma: Covariance, length_aware: bool) -> QP:
     Sinv = Sigma.inverse_matrix()
     M = pool.gammas() if length_aware else pool.matrices()
     A = jnp.einsum("ij,ljk->lik", Sinv, M)
     H = jnp.einsum("lij,mij->lm", A, A)
     b = jnp.trace(A, axis1=-2, axis2=-1)
     return QP(H, b, jnp.asarray(pool.d, pool.dtype))
+
+
+_qp_design_core = jax.jit(_qp_terms, static_argnames=("length_aware",))
 
 
 def qp_objective(pool: TaskPool, Sigma, probs, length_aware: bool = False) -> jax.Array:
@@ -360,41 +353,15 @@ def solve_simplex_qp(H, b, iters: int = 3000, init=None) -> jax.Array:
 
 
 # ============================================================================ exact criterion
-def _mixture_preconditioner(pool: TaskPool, probs: jax.Array) -> jax.Array:
-    mats = pool.matrices()
-    Lbar = jnp.einsum("l,lij->ij", probs, mats)
-    Q = jnp.einsum("l,lij,ljk->ik", probs, pool.gammas(), mats)
-    return jnp.linalg.solve(Q.T, Lbar.T).T  # Λ̄ Q⁻¹
-
-
-def _limit_errors(P: jax.Array, S: jax.Array, k_max: int) -> jax.Array:
-    B = jnp.eye(P.shape[-1], dtype=P.dtype) - P @ S
-
-    def step(A, _):
-        return B @ A, jnp.sum(A * A)
-
-    _, errs = jax.lax.scan(step, jnp.eye(P.shape[-1], dtype=P.dtype), None, length=k_max + 1)
-    return errs
-
-
 def _exact_value(pool: TaskPool, S: jax.Array, probs: jax.Array, k: int, aggregate: str) -> jax.Array:
-    errs = _limit_errors(_mixture_preconditioner(pool, probs), S, k)
+    errs = theory.limit_error(theory.mixture_preconditioner(pool.covs, pool.ns, probs), S, k)
     return jnp.sum(errs[1:]) if aggregate == "sum" else errs[k]
-
-
-def mixture_preconditioner(pool: TaskPool, probs) -> jax.Array:
-    """``P(π) = Λ̄ Q⁻¹`` of the pool (``[d, d]``); equals :func:`ttscale.theory.mixture_preconditioner`.
-
-    ``Λ̄ = Σ_ℓ π_ℓ Λ_ℓ``, ``Q = Σ_ℓ π_ℓ Γ(Λ_ℓ, n_ℓ) Λ_ℓ``; ``probs [L]`` (not checked to lie on
-    the simplex here, so that finite differences may leave it).
-    """
-    pool = _check_pool(pool)
-    return jax.jit(_mixture_preconditioner)(pool, _check_probs(probs, pool))
 
 
 def exact_errors(pool: TaskPool, Sigma, probs, k_max: int) -> jax.Array:
     """``m → ∞`` test error ``||(I − P(π)Σ)^k||_F²`` for ``k = 0..k_max`` → ``[k_max + 1]``
-    (:func:`ttscale.theory.limit_error` of :func:`mixture_preconditioner`)."""
+    (:func:`ttscale.theory.limit_error` of ``P(π)`` = :func:`ttscale.theory.mixture_preconditioner`).
+    ``probs`` is not checked to lie on the simplex here, so that finite differences may leave it."""
     pool = _check_pool(pool)
     k_max = _checks.static_int("k_max", k_max, minimum=0)
     Sigma = _as_target(Sigma, pool.d, pool.dtype)
@@ -403,7 +370,7 @@ def exact_errors(pool: TaskPool, Sigma, probs, k_max: int) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("k_max",))
 def _exact_errors_core(pool: TaskPool, Sigma: Covariance, probs, k_max: int) -> jax.Array:
-    return _limit_errors(_mixture_preconditioner(pool, probs), Sigma.matrix(), k_max)
+    return theory.limit_error(theory.mixture_preconditioner(pool.covs, pool.ns, probs), Sigma.matrix(), k_max)
 
 
 def exact_objective(pool: TaskPool, Sigma, probs, k: int = 10, aggregate: str = "sum") -> jax.Array:
@@ -519,7 +486,7 @@ def select_mixture(pool: TaskPool, Sigma, criterion: str = "qp", k: int = 10, ag
 
 @functools.partial(jax.jit, static_argnames=("criterion", "k", "aggregate", "iters"))
 def _select_jit(pool: TaskPool, Sigma: Covariance, criterion: str, k: int, aggregate: str, iters: int) -> Selection:
-    S, Sinv = Sigma.matrix(), Sigma.inverse_matrix()
+    S = Sigma.matrix()
     L = pool.size
     x0 = jnp.full((L,), 1.0 / L, pool.dtype)
     if criterion == "exact":
@@ -529,12 +496,9 @@ def _select_jit(pool: TaskPool, Sigma: Covariance, criterion: str, k: int, aggre
         grad = jax.grad(log_fun)(probs)
         step = jnp.ones((), pool.dtype)
     else:
-        M = pool.gammas() if criterion == "qp-length" else pool.matrices()
-        A = jnp.einsum("ij,ljk->lik", Sinv, M)
-        H = jnp.einsum("lij,mij->lm", A, A)
-        b = jnp.trace(A, axis1=-2, axis2=-1)
+        H, b, const = _qp_terms(pool, Sigma, criterion == "qp-length")
         probs = solve_simplex_qp(H, b, iters)
-        fun = lambda p: pool.d - 2 * jnp.dot(b, p) + p @ H @ p
+        fun = lambda p: const - 2 * jnp.dot(b, p) + p @ H @ p
         grad = jax.grad(fun)(probs)
         step = 1.0 / jnp.maximum(2 * jnp.linalg.eigvalsh(H)[-1], jnp.finfo(H.dtype).tiny)
     return Selection(probs, fun(probs), grad, kkt_violation(probs, grad, step))
@@ -780,19 +744,28 @@ def mixture_comparison(key, pool: TaskPool | None = None, Sigma=None, mixtures: 
     )
 
 
-@functools.partial(jax.jit, static_argnames=("k_max",))
 def _evaluate_mixtures(params, P_learned, pool, probs, test, S, k_max: int):
-    """Test-time CoT of the trained LSAs (vmapped over the mixture axis) beside the exact ``P(π)``."""
+    """Test-time CoT of the trained LSAs (vmapped over the mixture axis) beside the exact ``P(π)``:
+    per-prompt errors on the device (:func:`_mixture_errors`), summarised by :func:`ttscale.cot.error_curve`."""
     from ttscale import cot
 
-    sq = jax.vmap(lambda prm: cot.lsa_errors(prm, test, k_max))(params)
-    curve = jax.vmap(cot.error_curve)(sq)
-    P_exact = jax.vmap(lambda p: _mixture_preconditioner(pool, p))(probs)
-    exact_mc = jax.vmap(lambda Pm: cot.error_curve(cot.pseudo_newton_errors(Pm, test, k_max)).mean)(P_exact)
-    lim = jax.vmap(lambda Pm: _limit_errors(Pm, S, k_max))(P_exact)
-    lim_trained = jax.vmap(lambda Pm: _limit_errors(Pm, S, k_max))(P_learned)
-    rel = jnp.sqrt(jnp.sum((P_learned - P_exact) ** 2, axis=(-2, -1)) / jnp.sum(P_exact**2, axis=(-2, -1)))
+    sq, sq_exact, lim, lim_trained, rel = _mixture_errors(params, P_learned, pool, probs, test, S, k_max)
+    curve = cot.error_curve(np.moveaxis(np.asarray(sq), 0, 1))  # [prompts, mixture, k] → [mixture, k]
+    exact_mc = cot.error_curve(np.moveaxis(np.asarray(sq_exact), 0, 1)).mean
     return curve, exact_mc, lim, lim_trained, rel
+
+
+@functools.partial(jax.jit, static_argnames=("k_max",))
+def _mixture_errors(params, P_learned, pool, probs, test, S, k_max: int):
+    from ttscale import cot, training
+
+    sq = jax.vmap(lambda prm: cot.lsa_errors(prm, test, k_max))(params)
+    P_exact = jax.vmap(lambda p: theory.mixture_preconditioner(pool.covs, pool.ns, p))(probs)
+    sq_exact = jax.vmap(lambda Pm: cot.pseudo_newton_errors(Pm, test, k_max))(P_exact)
+    lim = jax.vmap(lambda Pm: theory.limit_error(Pm, S, k_max))(P_exact)
+    lim_trained = jax.vmap(lambda Pm: theory.limit_error(Pm, S, k_max))(P_learned)
+    rel = training.relative_error(P_learned, P_exact)
+    return sq, sq_exact, lim, lim_trained, rel
 
 
 # ============================================================================ figures
@@ -880,8 +853,6 @@ def selection_report(out: str = "results/selection", quick: bool = False, seed: 
     ``out/table.csv``, ``out/comparison.csv`` and ``out/summary.md``. ``quick`` shrinks everything (for tests). Returns
     ``{"study", "table", "comparison", "summary"}``. Command line: ``python -m ttscale.selection``.
     """
-    import xarray as xr
-
     os.makedirs(out, exist_ok=True)
     key = jax.random.key(seed)
     k_study, k_cmp = jax.random.split(key)
@@ -895,12 +866,9 @@ def selection_report(out: str = "results/selection", quick: bool = False, seed: 
     def cached(name, make):
         path = os.path.join(out, name)
         if os.path.exists(path) and not overwrite:
-            with xr.open_dataset(path, engine="h5netcdf") as f:
-                return f.load()
+            return store.read_dataset(path)
         ds = make()
-        tmp = path + ".tmp"
-        ds.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=True)
-        os.replace(tmp, path)
+        store.write_dataset(ds, path)
         return ds
 
     study = cached("study.nc", lambda: selection_study(k_study, sizes["num_pools"], progress=progress))

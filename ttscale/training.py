@@ -51,7 +51,6 @@ import functools
 import json
 import math
 import os
-import tempfile
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -61,6 +60,8 @@ import optax
 
 from ttscale import _checks
 from ttscale import lsa as lsa_mod
+from ttscale import prompts as prompts_mod
+from ttscale import store, theory
 from ttscale.lsa import LSAParams
 from ttscale.spectra import Covariance
 
@@ -355,40 +356,31 @@ def _task_matrices(tasks: TaskArrays) -> jax.Array:
     return tasks.covariances().matrix()  # [L, d, d]
 
 
+def _label_moments(tasks: TaskArrays, noise) -> jax.Array:
+    """``E[b bᵀ]`` of each task, ``b = X y / n``: ``E[S_n²] + σ² Λ / n`` (:func:`ttscale.theory.second_moment`) → ``[L, d, d]``."""
+    mats = _task_matrices(tasks)
+    noise = jnp.asarray(noise, mats.dtype)
+    return jax.vmap(theory.second_moment)(mats, tasks.n) + (noise**2 / tasks.n)[:, None, None] * mats
+
+
 def optimal_preconditioner(tasks: TaskArrays, noise=0.0) -> jax.Array:
     """The training optimum's preconditioner ``P = Λ̄ Q⁻¹`` → ``[d, d]`` (so ``V*[ŵ, x] = −P / c``).
 
-    ``Λ̄ = Σ π_ℓ Λ_ℓ``, ``Q = Σ π_ℓ (Γ(Λ_ℓ, n_ℓ) Λ_ℓ + σ² Λ_ℓ / n_ℓ)``. With ``σ = 0`` this is
-    :func:`ttscale.theory.mixture_preconditioner` and, for one task, ``Γ⁻¹``.
+    ``Λ̄ = Σ π_ℓ Λ_ℓ``, ``Q = Σ π_ℓ (Γ(Λ_ℓ, n_ℓ) Λ_ℓ + σ² Λ_ℓ / n_ℓ)``: :func:`ttscale.theory.mixture_preconditioner`
+    (``Γ⁻¹`` for one noiseless task).
     """
-    mats = _task_matrices(tasks)
-    Lbar, Q = _moments(tasks, mats, noise)
-    return jnp.linalg.solve(Q.T, Lbar.T).T
+    return theory.mixture_preconditioner(tasks.covariances(), tasks.n, tasks.probs, noise=noise)
 
 
 def optimal_loss(tasks: TaskArrays, noise=0.0) -> jax.Array:
-    """Training loss at the optimum: ``½ Σ_ℓ π_ℓ [d − 2 tr(P Λ_ℓ) + tr(P Q_ℓ Pᵀ)]``, ``Q_ℓ = Γ_ℓ Λ_ℓ + σ² Λ_ℓ / n_ℓ``.
+    """Training loss at the optimum: ``½ Σ_ℓ π_ℓ one_step_error(P, Λ_ℓ, m = n_ℓ, σ)`` with ``P`` = :func:`optimal_preconditioner`.
 
+    (:func:`ttscale.theory.one_step_error`: ``d − 2 tr(PΛ_ℓ) + tr(P E[S²] Pᵀ) + σ² tr(P Λ_ℓ Pᵀ)/n_ℓ``.)
     For one task this is ``½ one_step_error(Γ⁻¹, Λ, m = n)``; at ``V = 0`` the loss is ``d / 2``.
     """
-    mats = _task_matrices(tasks)
     P = optimal_preconditioner(tasks, noise)
-    n = tasks.n[:, None, None]
-    tr = jnp.trace(mats, axis1=-2, axis2=-1)[:, None, None]
-    second = (1 + 1 / n) * mats @ mats + (tr / n) * mats + (noise**2) * mats / n
-    d = mats.shape[-1]
-    per_task = d - 2 * jnp.einsum("ij,lji->l", P, mats) + jnp.einsum("ij,ljk,ik->l", P, second, P)
+    per_task = jax.vmap(lambda L, n: theory.one_step_error(P, L, n, noise))(_task_matrices(tasks), tasks.n)
     return 0.5 * jnp.sum(tasks.probs * per_task)
-
-
-def _moments(tasks: TaskArrays, mats: jax.Array, noise):
-    n = tasks.n[:, None, None]
-    tr = jnp.trace(mats, axis1=-2, axis2=-1)[:, None, None]
-    sq = mats @ mats
-    second = (1 + 1 / n) * sq + (tr / n) * mats + (noise**2) * mats / n
-    Lbar = jnp.einsum("l,lij->ij", tasks.probs, mats)
-    Q = jnp.einsum("l,lij->ij", tasks.probs, second)
-    return Lbar, Q
 
 
 def curvature(tasks: TaskArrays, c=1.0, noise=0.0):
@@ -398,7 +390,7 @@ def curvature(tasks: TaskArrays, c=1.0, noise=0.0):
     ``h_y = c² Σ π_ℓ (1 + 2/n_ℓ) ((tr Λ_ℓ + σ²)² + 2 tr Λ_ℓ²)`` on the ``y`` column.
     """
     mats = _task_matrices(tasks)
-    _, Q = _moments(tasks, mats, noise)
+    Q = jnp.einsum("l,lij->ij", tasks.probs, _label_moments(tasks, noise))
     tr = jnp.trace(mats, axis1=-2, axis2=-1)
     tr_sq = jnp.sum(mats * mats, axis=(-2, -1))
     h_y = jnp.sum(tasks.probs * (1 + 2 / tasks.n) * ((tr + noise**2) ** 2 + 2 * tr_sq))
@@ -420,21 +412,25 @@ class TrainBatch(NamedTuple):
 
 def sample_batch(key, tasks: TaskArrays, n_max: int, batch: int, noise=0.0) -> TrainBatch:
     """Draw ``batch`` prompts: task ``ℓ ~ Categorical(π)``, ``x_j ~ N(0, Λ_ℓ)`` for ``j < n_ℓ`` (zero columns
-    after), ``w ~ N(0, I)``, ``y_j = <w, x_j> + σ ε_j``. Separate key streams for tasks and normals."""
+    after), ``w ~ N(0, I)``, ``y_j = <w, x_j> + σ ε_j``.
+
+    ``key`` is split in two: the task draw (``jax.random.categorical``) and the normals, which are
+    prompts ``0 .. batch − 1`` of :func:`ttscale.prompts.draw_normals` (the one counter-based sampler;
+    ``noise = 0`` draws no ``ε``). The training loop passes ``key = fold_in(key, step)``.
+    """
     k_task, k_data = jax.random.split(key)
     d = tasks.eigenvalues.shape[-1]
     dtype = tasks.eigenvalues.dtype
-    # one normal draw for Z, w and ε (a single threefry call compiles ~3x faster than three)
-    flat = jax.random.normal(k_data, (batch, d * n_max + d + n_max), dtype)
-    Z = flat[:, : d * n_max].reshape(batch, d, n_max)
-    w = flat[:, d * n_max : d * n_max + d]
-    eps = flat[:, d * n_max + d :]
+    noisy = not (_checks.is_concrete(noise) and float(noise) == 0.0)
+    Z, w, eps = prompts_mod.draw_normals(k_data, 0, batch, d, n_max, dtype, noisy)
     task = jax.random.categorical(k_task, jnp.log(tasks.probs), shape=(batch,))
     rho = tasks.n[task]
     mask = (jnp.arange(n_max, dtype=dtype)[None, :] < rho[:, None]).astype(dtype)  # [B, n_max]
     covs = jax.tree_util.tree_map(lambda a: a[task], tasks.covariances())
     X = jax.vmap(lambda cov, Z: cov.apply_sqrt(Z))(covs, Z) * mask[:, None, :]
-    y = (jnp.einsum("bdn,bd->bn", X, w) + noise * eps) * mask
+    y = jnp.einsum("bdn,bd->bn", X, w)
+    if eps is not None:
+        y = (y + noise * eps) * mask
     return TrainBatch(X, y, w, rho, task)
 
 
@@ -484,12 +480,6 @@ def params_from_trainable(theta: dict, config: TrainConfig) -> LSAParams:
     else:
         V = theta["V"]
     return LSAParams(W, V)
-
-
-def effective_c(params: LSAParams) -> jax.Array:
-    """The scale multiplying ``S w`` in the one-step prediction: ``−W[y, 1]`` (``= c`` for the paper ``W``)."""
-    b = lsa_mod.blocks(params.d)
-    return -params.W[..., b["y"].start, b["one"].start]
 
 
 def _step_sizes(theta: dict, config: TrainConfig, tasks: TaskArrays):
@@ -568,7 +558,8 @@ class TrainState(NamedTuple):
 
 class TrainResult(NamedTuple):
     """``params``: trained :class:`~ttscale.lsa.LSAParams`; ``losses [steps]``: training loss per step;
-    ``c``: effective scale ``−W[y, 1]``; ``preconditioner [d, d]``: ``P = −c V[ŵ, x]``.
+    ``c``: effective scale ``−W[y, 1]`` (:func:`ttscale.lsa.effective_c`); ``preconditioner [d, d]``:
+    ``P = −c V[ŵ, x]`` (:func:`ttscale.lsa.effective_preconditioner`).
     Under ``vmap`` every field gets a leading model axis."""
 
     params: LSAParams
@@ -609,8 +600,7 @@ def _run_steps(config: TrainConfig, state: TrainState, key, tasks: TaskArrays, l
 
 def _result(config: TrainConfig, theta: dict, losses: jax.Array) -> TrainResult:
     params = params_from_trainable(theta, config)
-    c = effective_c(params)
-    return TrainResult(params, losses, c, lsa_mod.preconditioner_from_V(params.V, c))
+    return TrainResult(params, losses, lsa_mod.effective_c(params), lsa_mod.effective_preconditioner(params))
 
 
 def make_train(config: TrainConfig) -> Callable:
@@ -657,17 +647,10 @@ def make_train_batched(config: TrainConfig) -> Callable:
 
 # ============================================================================ files
 def _atomic_savez(path: str, **arrays) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp.npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``np.savez`` to ``path`` through :func:`ttscale.store.atomic_file` (creates the directory)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with store.atomic_file(path, suffix=".npz") as fh:
+        np.savez(fh, **arrays)
 
 
 def save_params(path: str, params: LSAParams, config: TrainConfig | None = None, **extra) -> None:
@@ -778,9 +761,8 @@ def fit(
             if saved != config:
                 raise ValueError(f"{out} holds a run with a different config; use a fresh out directory")
         else:
-            with open(cfg_path + ".tmp", "w") as fh:
-                fh.write(config.to_json())
-            os.replace(cfg_path + ".tmp", cfg_path)
+            with store.atomic_file(cfg_path) as fh:
+                fh.write(config.to_json().encode())
         ckpt = os.path.join(out, CHECKPOINT)
         if os.path.exists(ckpt):
             state, losses = _load_checkpoint(ckpt, state, key)
