@@ -89,6 +89,7 @@ from ttscale.training import (
     load_params,
     make_task_arrays,
     make_train,
+    make_model_train,
     make_train_batched,
     optimal_preconditioner,
     save_params,

@@ -800,3 +800,77 @@ def relative_error(P_learned, P_target) -> jax.Array:
     """``||P_learned − P_target||_F / ||P_target||_F`` (over the last two axes)."""
     diff = jnp.sqrt(jnp.sum((P_learned - P_target) ** 2, axis=(-2, -1)))
     return diff / jnp.sqrt(jnp.sum(P_target**2, axis=(-2, -1)))
+
+
+# ============================================================================ any model, through the protocol
+class ModelTrainResult(NamedTuple):
+    """``params``: the trained parameter pytree; ``losses [steps]``: the training loss per step."""
+
+    params: object
+    losses: jax.Array
+
+
+def make_model_train(model, tasks, steps: int, batch: int, optimizer: optax.GradientTransformation,
+                     k: int = 1, noise: float = 0.0) -> Callable:
+    """``train(key, params0) -> ModelTrainResult``: Optax training of any statistics-reading model of :mod:`ttscale.models`.
+
+    The loss is the CoT error after ``k`` steps on fresh training prompts (``k = 1``: the paper's
+    no-CoT training, ``½ E ||ŵ_1 − w||²``; larger ``k`` trains through the rollout):
+
+        L(θ) = Σ_ℓ π_ℓ · ½ mean_b ||ŵ_k(θ; prompt_b) − w_b||²,   prompts of task ℓ: length n_ℓ, x ~ N(0, Λ_ℓ),
+
+    computed with ``model.errors(θ, stats, k)[:, k]`` on :func:`ttscale.prompts.sample_statistics`,
+    so a new model trains with no code here. Each step draws ``round(batch · π_ℓ)`` prompts of
+    task ``ℓ`` (stratified: an unbiased loss with no variance from the task draw) from
+    ``fold_in(fold_in(key, step), ℓ)``. ``tasks``: a list of ``(covariance, n, π)`` triples (``n``
+    whole, ``π`` summing to 1). Every leaf of ``params0`` is trained (wrap the model to freeze some).
+    The whole run is one ``jit``-compiled ``lax.scan``; ``vmap`` over keys trains many seeds.
+    """
+    from ttscale.models import check_model
+
+    model = check_model("model", model)
+    if model.reads != "statistics":
+        raise ValueError(f"model {model.name!r} reads raw prompts; make_model_train trains statistics-reading models")
+    steps = _checks.static_int("steps", steps, minimum=1)
+    batch = _checks.static_int("batch", batch, minimum=1)
+    k = _checks.static_int("k", k, minimum=1)
+    noise = _finite_float("noise", noise)
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    if not isinstance(tasks, (list, tuple)) or not tasks:
+        raise ValueError("tasks must be a non-empty list of (covariance, n, probability) triples")
+    parsed = []
+    for i, task in enumerate(tasks):
+        if not isinstance(task, (list, tuple)) or len(task) != 3:
+            raise TypeError(f"tasks[{i}] must be a (covariance, n, probability) triple, got {task!r}")
+        cov, n, prob = task
+        if not isinstance(cov, Covariance) or cov.eigenvalues.ndim != 1:
+            raise TypeError(f"tasks[{i}][0] must be one ttscale.Covariance")
+        parsed.append((cov, _checks.static_int(f"tasks[{i}] n", n, minimum=1), _finite_float(f"tasks[{i}] probability", prob)))
+    _check_simplex("task probabilities", [p for _, _, p in parsed])
+    counts = [max(1, int(round(batch * p))) for _, _, p in parsed if p > 0]
+    parsed = [t for t in parsed if t[2] > 0]
+
+    def loss_fn(params, key):
+        total = 0.0
+        for ell, ((cov, n, prob), count) in enumerate(zip(parsed, counts)):
+            stats = prompts_mod.sample_statistics(jax.random.fold_in(key, ell), cov, n, count, noise)
+            total = total + prob * 0.5 * jnp.mean(model.errors(params, stats, k)[:, k])
+        return total
+
+    grad_fn = jax.value_and_grad(loss_fn)
+
+    @jax.jit
+    def train(key, params0) -> ModelTrainResult:
+        def body(carry, step):
+            params, opt_state = carry
+            loss, grads = grad_fn(params, jax.random.fold_in(key, step))
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        (params, _), losses = jax.lax.scan(body, (params0, optimizer.init(params0)), jnp.arange(steps))
+        return ModelTrainResult(params, losses)
+
+    return train
