@@ -67,3 +67,49 @@ def test_embed_rejects_mismatched_lengths():
         lsa.embed(jnp.zeros((2, 3)), jnp.zeros((4,)))
     with pytest.raises(ValueError, match="Gamma"):
         tts.optimal_params(jnp.ones((2, 3)))
+
+
+def test_lsa_functions_name_bad_arguments():
+    d, n = 3, 5
+    X, y = jnp.ones((d, n)), jnp.ones((n,))
+    params = tts.paper_init(d)
+    wrong = tts.paper_init(4)                                   # D = 10, but X has d = 3 (D = 8)
+    with pytest.raises(ValueError, match=r"params are \[10, 10\] \(d = 4\) but X has d = 3"):
+        tts.predict(wrong, X, y)
+    with pytest.raises(ValueError, match="E must have shape"):
+        tts.forward(wrong, lsa.embed(X, y), rho=n)
+    with pytest.raises(ValueError, match="E must have shape"):
+        tts.forward_last_column(wrong, lsa.embed(X, y), rho=n)
+    with pytest.raises(ValueError, match="params.W must be a"):
+        tts.forward(tts.LSAParams(jnp.ones((7, 7)), jnp.ones((7, 7))), jnp.ones((7, 2)), rho=1.0)
+    with pytest.raises(ValueError, match="params.V has shape"):
+        tts.forward(tts.LSAParams(jnp.ones((8, 8)), jnp.ones((8, 6))), jnp.ones((8, 2)), rho=1.0)
+    with pytest.raises(TypeError, match="params must be LSAParams"):
+        tts.predict((jnp.ones((8, 8)), jnp.ones((8, 8))), X, y)
+    with pytest.raises(ValueError, match="gram must have shape"):
+        lsa.last_column_from_gram(params, jnp.ones((6, 6)), jnp.ones(8), 1.0)
+    for rho in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="rho must"):
+            tts.predict(params, X, y, rho=rho)
+        with pytest.raises(ValueError, match="rho must"):
+            tts.forward(params, lsa.embed(X, y), rho)
+    with pytest.raises(ValueError, match="rho must be > 0"):
+        tts.predict(params, jnp.ones((d, 0)), jnp.ones((0,)))      # n = 0 prompts: ρ = n = 0
+    for c in (0.0, float("nan"), float("inf")):
+        for make in (lambda c: tts.paper_init(d, c), lambda c: tts.params_from_preconditioner(jnp.eye(d), c),
+                     lambda c: tts.optimal_params(jnp.eye(d), c)):
+            with pytest.raises(ValueError, match="c must"):
+                make(c)
+    with pytest.raises(ValueError, match="Gamma is singular"):
+        tts.optimal_params(jnp.zeros((d, d)))
+    with pytest.raises(ValueError, match="y has batch shape"):
+        lsa.embed(jnp.ones((2, d, n)), jnp.ones((3, n)))
+    with pytest.raises(ValueError, match="w_hat must have shape"):
+        lsa.embed(X, y, jnp.ones(d + 1))
+    with pytest.raises(ValueError, match="X must have shape"):
+        lsa.embed(jnp.ones(n), y)
+    with pytest.raises(TypeError, match="X must be a real"):
+        lsa.embed(jnp.ones((d, n), jnp.complex64), y)
+    # traced arguments skip the value checks, and valid calls still jit
+    f = jax.jit(lambda c, rho: tts.predict(tts.paper_init(d, c), X, y, rho=rho))
+    np.testing.assert_array_equal(f(1.0, 5.0), jnp.zeros(d))

@@ -96,3 +96,37 @@ def test_constructors_reject_bad_input():
         tts.stack([tts.identity(2), tts.identity(3)])
     with pytest.raises(ValueError, match="expected d=3"):
         tts.as_covariance("Sigma", tts.identity(2), d=3)
+
+
+def test_check_covariance_validates_directly_built_instances():
+    good = tts.rotated(tts.power_law(3, 1.0), jax.random.key(0))
+    assert tts.spectra.check_covariance("cov", good).d == 3
+    stacked = tts.stack([good, tts.identity(3)])
+    assert tts.spectra.check_covariance("covs", stacked).eigenvalues.shape == (2, 3)
+    ints = tts.spectra.check_covariance("cov", tts.Covariance(jnp.array([1, 2])))
+    assert jnp.issubdtype(ints.dtype, jnp.floating)
+    cases = [
+        (tts.Covariance(jnp.array([1.0, -0.5])), ValueError, r"cov\.eigenvalues must be non-negative"),
+        (tts.Covariance(jnp.array([1.0, jnp.inf])), ValueError, r"cov\.eigenvalues has non-finite"),
+        (tts.Covariance(jnp.array([1.0, 2.0], jnp.complex64)), TypeError, r"cov\.eigenvalues must be a real"),
+        (tts.Covariance(jnp.array([1.0, 2.0]), jnp.array([[1.0, 1.0], [0.0, 1.0]])), ValueError, r"cov\.basis must be orthonormal"),
+        (tts.Covariance(jnp.array([1.0, 2.0]), jnp.eye(3)), ValueError, r"cov\.basis must have shape"),
+        (tts.Covariance(jnp.array([1.0, 2.0]), jnp.array([[1.0, jnp.nan], [0.0, 1.0]])), ValueError, r"cov\.basis has non-finite"),
+        (tts.Covariance(jnp.array([1.0, 2.0]), jnp.eye(2, dtype=jnp.complex64)), TypeError, r"cov\.basis must be a real"),
+        (tts.Covariance(jnp.zeros((0,))), ValueError, r"cov\.eigenvalues must have shape"),
+        (np.eye(2), TypeError, "cov must be a Covariance"),
+    ]
+    for cov, err, pattern in cases:
+        with pytest.raises(err, match=pattern):
+            tts.spectra.check_covariance("cov", cov)
+    # under a trace only the static checks run
+    out = jax.jit(lambda e: tts.spectra.check_covariance("cov", tts.Covariance(e)).eigenvalues)(jnp.array([-1.0, 1.0]))
+    np.testing.assert_array_equal(out, [-1.0, 1.0])
+
+
+def test_hardness_of_singular_covariance_is_inf():
+    assert float(tts.hardness(tts.from_eigenvalues([2.0, 0.0]))) == np.inf
+    assert float(tts.hardness(tts.from_eigenvalues([0.0, 0.0]))) == np.inf
+    np.testing.assert_array_equal(tts.hardness(tts.from_eigenvalues([[1.0, 1.0], [1.0, 0.0]])), [2.0, np.inf])
+    # the diagonal dense form selects instead of multiplying by I: no 0 · inf = nan
+    np.testing.assert_array_equal(tts.from_eigenvalues([1.0, 0.0]).inverse_matrix(), [[1.0, 0.0], [0.0, np.inf]])

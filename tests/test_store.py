@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
+import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -71,3 +76,133 @@ def test_dataset_round_trip_and_finished_check(tmp_path):
     bad.write_text("not netcdf")
     with pytest.raises(store.SpecMismatchError, match="not a readable sweep"):
         store.check_finished(str(bad), "A")
+
+
+# ============================================================================ corrupt chunks
+def _saved_chunk(tmp_path):
+    ps = store.PartialStore(str(tmp_path / "s.nc"), json.dumps({"d": 3}))
+    errs = np.random.default_rng(0).lognormal(size=(2, 3, 4)).astype(np.float32)
+    moments = summary.moments_of(errs.reshape(6, 4))
+    ps.save(0, 0, 4, errs, moments)
+    return ps, errs, moments, ps.chunk_path(0, 0, 4)
+
+
+def _expect_corrupt(ps, path):
+    with pytest.raises(store.CorruptChunkError, match=re.escape(path)) as info:
+        ps.load(0, 0, 4)
+    assert info.value.path == path and isinstance(info.value, ValueError)
+
+
+def test_corrupt_chunks_raise_corrupt_chunk_error_naming_the_file(tmp_path):
+    ps, errs, moments, path = _saved_chunk(tmp_path)
+    good = open(path, "rb").read()
+    # truncated, empty
+    for data in (good[: len(good) // 2], good[:10], b""):
+        with open(path, "wb") as fh:
+            fh.write(data)
+        _expect_corrupt(ps, path)
+    # one flipped byte in the array data (caught by the zip CRC or the checksum)
+    flipped = bytearray(good)
+    flipped[good.index(errs.tobytes()) + 5] ^= 0x10
+    with open(path, "wb") as fh:
+        fh.write(bytes(flipped))
+    _expect_corrupt(ps, path)
+    # a valid zip with one value altered, the old checksum kept
+    with np.load(io.BytesIO(good)) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["mean"] = arrays["mean"].copy()
+    arrays["mean"][2] += 1.0
+    np.savez(path, **arrays)
+    _expect_corrupt(ps, path)
+    # an old-format chunk without a checksum
+    del arrays["sha256"]
+    np.savez(path, **arrays)
+    with pytest.raises(store.CorruptChunkError, match="missing sha256"):
+        ps.load(0, 0, 4)
+    # the engine's recovery: discard, recompute, save, load
+    ps.discard(0, 0, 4)
+    assert ps.finished() == set()
+    ps.discard(0, 0, 4)                                  # discarding a missing chunk is fine
+    ps.save(0, 0, 4, errs, moments)
+    got, got_moments = ps.load(0, 0, 4)
+    np.testing.assert_array_equal(got, errs)
+    with pytest.raises(FileNotFoundError):
+        ps.load(1, 0, 4)
+
+
+def test_every_single_byte_flip_is_caught_or_harmless(tmp_path):
+    """Flipping any one byte either raises CorruptChunkError or leaves the arrays intact (zip metadata)."""
+    ps, errs, moments, path = _saved_chunk(tmp_path)
+    good = open(path, "rb").read()
+    for i in range(len(good)):
+        flipped = bytearray(good)
+        flipped[i] ^= 0xFF
+        with open(path, "wb") as fh:
+            fh.write(bytes(flipped))
+        try:
+            got, got_moments = ps.load(0, 0, 4)
+        except store.CorruptChunkError as exc:
+            assert path in str(exc)
+            continue
+        np.testing.assert_array_equal(got, errs)
+        for a, b in zip(got_moments, moments):
+            np.testing.assert_array_equal(a, b)
+
+
+# ============================================================================ locking
+def test_lock_refuses_a_second_holder_naming_path_and_pid(tmp_path):
+    out = str(tmp_path / "run.nc")
+    with store.lock(out) as lock_file:
+        assert lock_file == out + ".lock"
+        assert open(lock_file).read().strip() == str(os.getpid())
+        with pytest.raises(store.LockedError, match=rf"{re.escape(lock_file)} is locked by process {os.getpid()}") as info:
+            with store.lock(out):
+                pass
+        assert info.value.pid == os.getpid() and isinstance(info.value, ValueError)
+        # another process sees the lock too
+        code = ("import sys; from ttscale import store\n"
+                "try:\n    store.lock(sys.argv[1]).__enter__()\n"
+                "except store.LockedError as e:\n    print(e.pid); sys.exit(3)\n")
+        child = subprocess.run([sys.executable, "-c", code, out], capture_output=True, text=True, timeout=120)
+        assert child.returncode == 3 and child.stdout.strip() == str(os.getpid()), child.stderr
+    assert not os.path.exists(out + ".lock")
+    with store.lock(out):                                # released on exit: can be taken again
+        pass
+
+
+def test_lock_is_released_when_the_holder_dies(tmp_path):
+    out = str(tmp_path / "run.nc")
+    code = ("import os, sys; from ttscale import store\n"
+            "held = store.lock(sys.argv[1]); held.__enter__(); print('locked', flush=True); os._exit(0)\n")
+    child = subprocess.run([sys.executable, "-c", code, out], capture_output=True, text=True, timeout=120)
+    assert child.stdout.strip() == "locked", child.stderr
+    assert os.path.exists(out + ".lock")                 # the stale file stays ...
+    with store.lock(out):                                # ... but the OS released the flock
+        assert open(out + ".lock").read().strip() == str(os.getpid())
+
+
+# ============================================================================ permissions
+def test_written_files_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        store.atomic_write_bytes(str(tmp_path / "a.bin"), b"x")
+        ps = store.PartialStore(str(tmp_path / "s.nc"), "{}")
+        errs = np.ones((1, 1, 2), np.float32)
+        ps.save(0, 0, 2, errs, summary.moments_of(errs.reshape(1, 2)))
+        ds = xr.Dataset({"v": ("x", np.arange(3.0))})
+        store.write_dataset(ds, str(tmp_path / "d.nc"))
+        for f in (tmp_path / "a.bin", tmp_path / "s.nc.partial" / "spec.json",
+                  tmp_path / "s.nc.partial" / ps.chunk_name(0, 0, 2), tmp_path / "d.nc"):
+            assert stat.S_IMODE(os.stat(f).st_mode) == 0o644, f
+        os.umask(0o077)
+        store.atomic_write_bytes(str(tmp_path / "b.bin"), b"x")
+        assert stat.S_IMODE(os.stat(tmp_path / "b.bin").st_mode) == 0o600
+        assert store._umask() == 0o077
+    finally:
+        os.umask(old)
+    # a failing writer leaves neither the target nor a temporary
+    with pytest.raises(RuntimeError):
+        with store.atomic_path(str(tmp_path / "c.nc")) as tmp:
+            open(tmp, "wb").write(b"half")
+            raise RuntimeError("killed")
+    assert not any(name.startswith(".tmp-") or name == "c.nc" for name in os.listdir(tmp_path))

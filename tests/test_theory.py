@@ -178,3 +178,180 @@ def test_closed_forms_accept_concrete_constants_inside_jit():
     expected = (tts.limit_error(P, M, 3)[3] + tts.mixture_preconditioner([cov, tts.power_law(4, 1.0)], [5, 6], jnp.array([0.5, 0.5]))[0, 0]
                 + tts.one_step_error(P, cov, 10.0) + tts.thm33_bound(cov, 5, 5) + 1.0)
     np.testing.assert_allclose(f(1.0), expected, rtol=1e-4)
+
+
+# ============================================================================ best_k: robust turn-up
+def _brute_force_limit_error(P, Sigma, k_max):
+    """float64 NumPy ||(I − PΣ)^k||_F², k = 0..k_max."""
+    B = np.eye(P.shape[0]) - np.asarray(P, np.float64) @ np.asarray(Sigma, np.float64)
+    A, out = np.eye(P.shape[0]), []
+    for _ in range(k_max + 1):
+        out.append(np.sum(A * A))
+        A = B @ A
+    return np.array(out)
+
+
+def test_best_k_does_not_take_underflow_for_a_minimum():
+    """The error falls to ~1e-77 (0 in float32 from k ≈ 15): still falling, so k = k_max, no turn-up."""
+    cov = tts.identity(10)
+    res = tts.best_k(tts.gamma_inverse(cov, 200), cov, 30)
+    assert int(res.k) == 30 and not bool(res.turns_up)
+    with jax.enable_x64(True):
+        cov64 = tts.identity(10, jnp.float64)
+        res = tts.best_k(tts.gamma_inverse(cov64, 200), cov64, 400)   # below float64's range too
+        assert int(res.k) == 400 and not bool(res.turns_up) and float(res.error) == 0.0
+    # a plateau (B a projection: ρ = 1) is not a turn-up, whatever the rounding does
+    P = jnp.diag(jnp.array([1.0, 1.0, 0.0]))
+    res = tts.best_k(P, tts.identity(3), 50)
+    assert not bool(res.turns_up) and float(res.error) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("scale, n, rotate", [(1.2, 10, False), (2.0, 30, False), (10 / np.sum(1 / np.arange(1, 11)), 30, False),
+                                              (1.4, 10, False), (1.6, 10, False), (1.2, 10, True), (1.5, 10, True)])
+def test_best_k_matches_float64_brute_force(scale, n, rotate):
+    """Tilted training λ_i = s/i, Σ = I (or a rotated Σ): argmin and turn-up as a float64 brute force.
+
+    ``s = 1.6``: the error falls below float32's range (~1e-62 at k = 120) and must still be falling."""
+    d, k_max = 10, 120
+    train = tts.from_eigenvalues(scale / jnp.arange(1, d + 1, dtype=jnp.float32))
+    test = tts.rotated(tts.identity(d), jax.random.key(0)) if not rotate else tts.rotated(tts.power_law(d, 0.5), jax.random.key(1))
+    P = tts.gamma_inverse(train, n)
+    res = tts.best_k(P, test, k_max)
+    ref = _brute_force_limit_error(P, test.matrix(), k_max)[1:]
+    k_ref = int(np.argmin(ref)) + 1
+    turns_ref = bool(np.any(ref[k_ref:] > ref[k_ref - 1] * (1 + 1e-6)))
+    assert int(res.k) == k_ref and bool(res.turns_up) == turns_ref
+    assert float(res.error) == pytest.approx(ref[k_ref - 1], rel=1e-3)
+    if (scale, n) in ((1.2, 10), (2.0, 30)):
+        assert turns_ref                      # the cases that really turn up are among them
+    if scale == 1.2 and not rotate:
+        assert 1 < k_ref < k_max              # an interior minimum
+
+
+def test_best_k_under_vmap_float64():
+    with jax.enable_x64(True):
+        scales = jnp.array([1.2, 2.0, 1.4])
+        d = 10
+        i = jnp.arange(1, d + 1, dtype=jnp.float64)
+
+        def cell(s):
+            return tts.best_k(tts.gamma_inverse(tts.from_eigenvalues(s / i), 10.0), tts.identity(d, jnp.float64), 60)
+
+        batched = jax.jit(jax.vmap(cell))(scales)
+        for j, s in enumerate([1.2, 2.0, 1.4]):
+            single = cell(s)
+            assert int(batched.k[j]) == int(single.k) and bool(batched.turns_up[j]) == bool(single.turns_up)
+
+
+# ============================================================================ inf, never nan
+def test_limit_error_overflow_is_inf_not_nan():
+    errs = np.asarray(tts.limit_error(5 * jnp.eye(3), tts.identity(3), 500))   # B = −4 I: 3 · 16^k
+    assert not np.any(np.isnan(errs))
+    finite = np.isfinite(errs)
+    k = np.arange(501)
+    np.testing.assert_allclose(errs[finite], 3.0 * 16.0 ** k[finite], rtol=1e-6)
+    assert finite[:31].all() and np.isposinf(errs[33:]).all()
+    res = tts.best_k(5 * jnp.eye(3), tts.identity(3), 500)
+    assert int(res.k) == 1 and bool(res.turns_up)
+    # zero iteration matrix: exact zeros, no nan
+    np.testing.assert_array_equal(tts.limit_error(jnp.eye(2), tts.identity(2), 3), [2.0, 0.0, 0.0, 0.0])
+
+
+def test_one_step_error_never_nan_and_noise_validated():
+    cov = tts.identity(3)
+    big = 1e30 * jnp.eye(3)
+    for m in (10.0, jnp.inf):
+        out = float(tts.one_step_error(big, cov, m))
+        assert out == np.inf
+    with pytest.raises(ValueError, match="noise must not be nan"):
+        tts.one_step_error(jnp.eye(3), cov, 10, noise=float("nan"))
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        tts.one_step_error(jnp.eye(3), cov, 10, noise=-0.1)
+    with pytest.raises(ValueError, match="noise must be finite"):
+        tts.one_step_error(jnp.eye(3), cov, 10, noise=np.inf)
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        tts.mixture_preconditioner([cov], [5], [1.0], noise=-1.0)
+    # the non-negative-terms form agrees with the textbook expansion
+    P = tts.gamma_inverse(tts.power_law(3, 1.0), 7)
+    S = cov.matrix()
+    M2 = tts.second_moment(S, 20)
+    textbook = 3 - 2 * jnp.trace(P @ S) + jnp.trace(P @ M2 @ P.T) + 0.25 * jnp.trace(P @ S @ P.T) / 20
+    np.testing.assert_allclose(tts.one_step_error(P, cov, 20, noise=0.5), textbook, rtol=1e-5)
+
+
+def test_overthinking_term_refuses_bad_gamma_and_k():
+    Sigma = tts.identity(2)
+    for Gamma in ([[1.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, -1.0]], [[1.0, 0.5], [0.0, 1.0]]):
+        with pytest.raises(ValueError, match="Gamma must be symmetric positive definite"):
+            tts.overthinking_term(jnp.array(Gamma), Sigma, 3)
+    with pytest.raises(ValueError, match="k must not be nan"):
+        tts.overthinking_term(jnp.eye(2), Sigma, float("nan"))
+    with pytest.raises(ValueError, match="Gamma has shape"):
+        tts.overthinking_term(jnp.eye(3), Sigma, 1)
+    # negative μ and fractional / huge k: |μ|^{2k}, inf on overflow, never nan
+    out = np.asarray(tts.overthinking_term(0.1 * jnp.eye(2), Sigma, jnp.array([0.5, 1.0, 1e4, jnp.inf])))
+    assert not np.any(np.isnan(out))
+    np.testing.assert_allclose(out[:2], [18.0, 162.0], rtol=1e-5)
+    assert np.isposinf(out[2:]).all()
+
+
+def test_hardness_bounds_with_a_zero_eigenvalue_are_inf_not_nan():
+    sing = tts.from_eigenvalues([1.0, 0.0])
+    zero = tts.from_eigenvalues([0.0, 0.0])
+    for cov in (sing, zero):
+        assert float(tts.hardness(cov)) == np.inf
+        assert float(tts.thm33_bound(cov, 5, 10)) == np.inf
+        assert float(tts.thm33_bound(cov, 5, np.inf)) == np.inf
+        for n in (5, np.inf):
+            assert float(tts.cor35_rate(cov, n)) == 1.0
+        np.testing.assert_array_equal(tts.cor35_bound(cov, 5, jnp.array([0.0, 3.0, jnp.inf])), [2.0, 2.0, 2.0])
+        assert float(tts.matching_k(cov, 10, 30)) == np.inf
+        assert float(tts.matching_k(cov, 10, 30, k_long=0)) == 0.0
+    # n_long = inf reaches 0 at once: a finite n_short needs infinitely many steps; the reverse none
+    assert float(tts.matching_k(tts.identity(3), 10, np.inf)) == np.inf
+    assert float(tts.matching_k(tts.identity(3), np.inf, 10)) == 0.0
+    assert float(tts.matching_k(tts.identity(3), np.inf, np.inf, k_long=2)) == 2.0
+    assert float(tts.thm33_bound(tts.identity(3), 5, np.inf)) == pytest.approx(3 / 25 * 16)
+    with pytest.raises(ValueError, match="k must not be nan"):
+        tts.cor35_bound(tts.identity(3), 5, float("nan"))
+    with pytest.raises(ValueError, match="k_long must not be nan"):
+        tts.matching_k(tts.identity(3), 10, 30, k_long=float("nan"))
+    with pytest.raises(ValueError, match="k_long must be >= 0"):
+        tts.matching_k(tts.identity(3), 10, 30, k_long=-1)
+    with pytest.raises(TypeError, match="k must be a real"):
+        tts.cor35_bound(tts.identity(3), 5, 1j)
+
+
+def test_gamma_inverse_of_a_singular_gamma_is_refused():
+    with pytest.raises(ValueError, match="cov: .*singular"):
+        tts.gamma_inverse(tts.from_eigenvalues(jnp.zeros(3)), np.inf)
+    with pytest.raises(ValueError, match="cov: .*singular"):
+        tts.gamma_inverse(jnp.zeros((3, 3)), 5)
+    with pytest.raises(ValueError, match="cov: .*singular"):
+        tts.gamma_inverse(tts.from_eigenvalues([1.0, 0.0]), np.inf)
+    np.testing.assert_allclose(tts.gamma_inverse(tts.from_eigenvalues([1.0, 0.0]), 4), np.diag([1 / 1.5, 4.0]), rtol=1e-6)
+    rot = tts.rotated(tts.power_law(4, 1.0), jax.random.key(0))
+    np.testing.assert_allclose(tts.gamma_inverse(rot, 9), jnp.linalg.inv(tts.gamma(rot, 9)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(tts.gamma_inverse(rot.matrix(), 9), jnp.linalg.inv(tts.gamma(rot, 9)), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="covs: .*singular"):
+        tts.mixture_preconditioner([tts.from_eigenvalues([1.0, 0.0])], [np.inf], [1.0])
+
+
+def test_directly_built_covariance_is_validated_by_theory():
+    bad = [tts.Covariance(jnp.array([1.0, -1.0])), tts.Covariance(jnp.array([1.0, jnp.nan])),
+           tts.Covariance(jnp.array([1.0, 2.0]), jnp.array([[1.0, 1.0], [0.0, 1.0]]))]
+    for cov in bad:
+        for call in (lambda c: tts.limit_error(jnp.eye(2), c, 2), lambda c: tts.gamma(c, 5),
+                     lambda c: tts.gamma_inverse(c, 5), lambda c: tts.one_step_error(jnp.eye(2), c, 5),
+                     lambda c: tts.thm33_bound(c, 5, 5), lambda c: tts.cor35_bound(c, 5, 1),
+                     lambda c: tts.overthinking_term(jnp.eye(2), c, 1), lambda c: tts.best_k(jnp.eye(2), c, 3),
+                     lambda c: tts.mixture_preconditioner([c], [5], [1.0])):
+            with pytest.raises(ValueError, match=r"(Sigma|cov|covs)\.(eigenvalues|basis)"):
+                call(cov)
+    with pytest.raises(TypeError, match="Sigma.eigenvalues must be a real"):
+        tts.limit_error(jnp.eye(2), tts.Covariance(jnp.array([1.0, 2.0], jnp.complex64)), 2)
+    # traced Covariance leaves skip the value checks (jit/vmap-compatible)
+    f = jax.jit(lambda e: tts.limit_error(jnp.eye(2) * 0.5, tts.Covariance(e), 2))
+    np.testing.assert_allclose(f(jnp.array([1.0, 1.0])), [2.0, 0.5, 0.125])
+    with pytest.raises(ValueError, match="cov must be one covariance"):
+        tts.gamma(tts.stack([tts.identity(2), tts.identity(2)]), 5)    # jnp.trace would sum the wrong axes

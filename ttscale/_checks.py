@@ -49,25 +49,44 @@ def check_finite(name: str, x) -> None:
         raise ValueError(f"{name} has non-finite entries (nan or inf)")
 
 
-def positive_count(name: str, value, allow_inf: bool = False, minimum: int = 1):
-    """Validate a prompt length / count ``value >= minimum`` (or ``inf`` when allowed).
+def real_number(name: str, value, *, minimum=None, exclusive: bool = False, nonzero: bool = False,
+                allow_inf: bool = False):
+    """Validate a concrete real number (or array of them): not ``nan``, finite unless ``allow_inf``,
+    ``>= minimum`` (``> minimum`` when ``exclusive``) and ``!= 0`` when ``nonzero``.
 
-    Traced values pass through untouched. Returns the value (floats kept as given).
+    Booleans, strings, ``None`` and complex values raise ``TypeError``; traced values pass
+    through untouched. Returns the value as given.
     """
     if not is_concrete(value):
         return value
     if isinstance(value, bool) or isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # pragma: no cover - exotic inputs
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from exc
     if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be a number, got dtype {arr.dtype}")
+        raise TypeError(f"{name} must be a real number, got dtype {arr.dtype}")
     if np.any(np.isnan(arr)):
         raise ValueError(f"{name} must not be nan")
     if not allow_inf and np.any(np.isinf(arr)):
         raise ValueError(f"{name} must be finite, got {value!r}")
-    if np.any(arr < minimum):
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if minimum is not None:
+        if exclusive and np.any(arr <= minimum):
+            raise ValueError(f"{name} must be > {minimum}, got {value!r}")
+        if not exclusive and np.any(arr < minimum):
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if nonzero and np.any(arr == 0):
+        raise ValueError(f"{name} must be nonzero, got {value!r}")
     return value
+
+
+def positive_count(name: str, value, allow_inf: bool = False, minimum: int = 1):
+    """Validate a prompt length / count ``value >= minimum`` (or ``inf`` when allowed).
+
+    Traced values pass through untouched. Returns the value (floats kept as given).
+    """
+    return real_number(name, value, minimum=minimum, allow_inf=allow_inf)
 
 
 def static_int(name: str, value, minimum: int = 0) -> int:

@@ -61,8 +61,8 @@ class Covariance:
 
     def _dense(self, values: jax.Array) -> jax.Array:
         """``U diag(values) Uᵀ`` as a dense ``[..., d, d]`` matrix."""
-        if self.basis is None:
-            return values[..., :, None] * jnp.eye(self.d, dtype=values.dtype)
+        if self.basis is None:  # a select, not a product with I: an inf eigenvalue gives no 0·inf = nan
+            return jnp.where(jnp.eye(self.d, dtype=bool), values[..., :, None], jnp.zeros((), values.dtype))
         U = self.basis
         return jnp.einsum("...ij,...j,...kj->...ik", U, values, U)
 
@@ -107,8 +107,13 @@ class Covariance:
 
 
 def hardness(cov: Covariance) -> jax.Array:
-    """Task hardness ``Hard(Λ) = tr Λ / λ_min(Λ)`` (``≥ d``, equality iff ``Λ ∝ I``); shape ``[...]``."""
-    return cov.trace() / cov.lambda_min()
+    """Task hardness ``Hard(Λ) = tr Λ / λ_min(Λ)`` (``≥ d``, equality iff ``Λ ∝ I``); shape ``[...]``.
+
+    A singular ``Λ`` (``λ_min = 0``, ``Λ = 0`` included) has ``Hard = inf``, never ``nan``.
+    """
+    lmin = cov.lambda_min()
+    safe = jnp.where(lmin > 0, lmin, 1)
+    return jnp.where(lmin > 0, cov.trace() / safe, jnp.inf)
 
 
 def _check_eigenvalues(name: str, eigenvalues, dtype=None) -> jax.Array:
@@ -122,19 +127,35 @@ def _check_eigenvalues(name: str, eigenvalues, dtype=None) -> jax.Array:
     return eig
 
 
-def _check_basis(basis, d: int, dtype, atol: float | None = None) -> jax.Array:
-    U = _checks.float_array("basis", basis, dtype)
-    if U.shape[-2:] != (d, d):
-        raise ValueError(f"basis must have shape [..., {d}, {d}] to match the eigenvalues, got {U.shape}")
+def _check_basis(basis, d: int, dtype, atol: float | None = None, name: str = "basis") -> jax.Array:
+    U = _checks.float_array(name, basis, dtype)
+    if U.ndim < 2 or U.shape[-2:] != (d, d):
+        raise ValueError(f"{name} must have shape [..., {d}, {d}] to match the eigenvalues, got {U.shape}")
     if _checks.is_concrete(U):
-        _checks.check_finite("basis", U)
+        _checks.check_finite(name, U)
         tol = atol if atol is not None else (1e-4 if U.dtype == jnp.float32 else 1e-8) * max(d, 1)
         Un = np.asarray(U, dtype=np.float64)
         gram = np.einsum("...ji,...jk->...ik", Un, Un)
         err = float(np.max(np.abs(gram - np.eye(d))))
         if err > tol:
-            raise ValueError(f"basis must be orthonormal (UᵀU = I); max |UᵀU − I| = {err:.2e}")
+            raise ValueError(f"{name} must be orthonormal (UᵀU = I); max |UᵀU − I| = {err:.2e}")
     return U
+
+
+def check_covariance(name: str, cov) -> Covariance:
+    """Validate a :class:`Covariance` however it was built (``Covariance(...)`` directly skips the constructors' checks).
+
+    Shapes and dtypes are checked always: ``eigenvalues [..., d]`` real floating (integers are
+    promoted; complex, boolean and object arrays raise ``TypeError``), ``basis`` ``None`` or
+    ``[..., d, d]``. Concrete values must be finite, the eigenvalues non-negative and the basis
+    orthonormal (``ValueError``). Errors name ``<name>.eigenvalues`` / ``<name>.basis``. Under a
+    trace only the static checks run. Returns the (dtype-normalised) covariance.
+    """
+    if not isinstance(cov, Covariance):
+        raise TypeError(f"{name} must be a Covariance, got {type(cov).__name__}")
+    eig = _check_eigenvalues(f"{name}.eigenvalues", cov.eigenvalues)
+    U = None if cov.basis is None else _check_basis(cov.basis, eig.shape[-1], eig.dtype, name=f"{name}.basis")
+    return Covariance(eig, U)
 
 
 def from_eigenvalues(eigenvalues, basis=None, dtype=None) -> Covariance:

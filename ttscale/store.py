@@ -17,27 +17,64 @@ a resumed run may even use another chunk size: finished chunks of the old grid t
 line up with the new grid are simply recomputed. A *different* spec with the same ``out`` is
 refused with :class:`SpecMismatchError` rather than mixed.
 
+Every chunk file carries a SHA-256 of its arrays (names, dtypes, shapes and bytes); a chunk that
+is truncated, empty, bit-flipped or altered fails :meth:`PartialStore.load` with
+:class:`CorruptChunkError` (naming the file), and :meth:`PartialStore.discard` deletes it so the
+engine can recompute it. :func:`lock` (``<out>.lock``, ``flock``) keeps two runs from writing the
+same ``out`` at once. Finished files get the permissions the umask gives (``0o666 & ~umask``),
+not ``mkstemp``'s ``0600``.
+
 Only the process with ``jax.process_index() == 0`` writes (the caller decides that).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+import threading
 
 import numpy as np
 
 PARTIAL_SUFFIX = ".partial"
+LOCK_SUFFIX = ".lock"
 SPEC_FILE = "spec.json"
 _CHUNK_RE = re.compile(r"^m(\d{3})_p(\d{10})_(\d{10})\.npz$")
+_CHUNK_ARRAYS = ("errors", "count", "mean", "m2")
+_CHECKSUM_KEY = "sha256"
 
 
 class SpecMismatchError(ValueError):
     """``out`` already holds (partial) results of a different sweep."""
+
+
+class CorruptChunkError(ValueError):
+    """A finished chunk file cannot be read or fails its checksum; ``path`` names it.
+
+    The engine should :meth:`PartialStore.discard` the chunk and recompute it.
+    """
+
+    def __init__(self, path: str, reason: str = "unreadable or altered"):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"corrupt chunk file {path}: {reason}; discard it and recompute the chunk")
+
+
+class LockedError(ValueError):
+    """Another process holds the lock of an output path (:func:`lock`); ``path`` and ``pid`` name it."""
+
+    def __init__(self, path: str, pid: int | None):
+        self.path = path
+        self.pid = pid
+        holder = f"process {pid}" if pid is not None else "another process (PID not yet written)"
+        super().__init__(f"{path} is locked by {holder}: another run is writing the same output. "
+                         "Wait for it, or use another out path.")
 
 
 def partial_dir(out: str) -> str:
@@ -86,30 +123,149 @@ def _mismatch(where: str, stored: str, wanted: str) -> SpecMismatchError:
     )
 
 
-@contextlib.contextmanager
-def atomic_file(path: str, suffix: str = ""):
-    """Open a temporary file beside ``path`` for binary writing; on success fsync it and ``os.replace`` it onto ``path``.
+_UMASK_LOCK = threading.Lock()
 
-    A crash at any point leaves either the old file or the new one, never a partial one.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+
+def _umask() -> int:
+    """The process umask, read without changing it where possible (``/proc/self/status`` on Linux ≥ 4.7);
+    elsewhere set and restored at once under a lock."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _fsync_directory(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - filesystems that refuse it
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = ""):
+    """Yield a temporary path beside ``path`` to write; on success fsync it, give it the mode
+    ``0o666 & ~umask`` and ``os.replace`` it onto ``path`` (the one atomic writer of this module).
+
+    A crash at any point leaves either the old file or the new one, never a partial one; on an
+    exception the temporary is removed.
+    """
+    path = os.path.abspath(os.fspath(path))
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.fsync(fd)
+            os.fchmod(fd, 0o666 & ~_umask())
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_directory(directory)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str, suffix: str = ""):
+    """Open a temporary file beside ``path`` for binary writing; on success fsync it and ``os.replace`` it onto ``path``.
+
+    A crash at any point leaves either the old file or the new one, never a partial one. See
+    :func:`atomic_path` (the final file honours the umask).
+    """
+    with atomic_path(path, suffix) as tmp:
+        with open(tmp, "wb") as fh:
+            yield fh
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_file`)."""
     with atomic_file(path) as fh:
         fh.write(data)
+
+
+def lock_path(out) -> str:
+    """The lock file of an output path: ``<out>.lock``."""
+    return os.path.abspath(os.fspath(out)) + LOCK_SUFFIX
+
+
+def _holder_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def lock(out):
+    """Hold an exclusive lock on ``out`` for the ``with`` block: ``fcntl.flock`` on ``<out>.lock``, which holds the PID.
+
+    A second holder (another process, or another ``lock`` of the same ``out`` in this one) gets
+    :class:`LockedError` naming the path and the holder's PID at once (no waiting). The lock is
+    released, and the lock file removed, on exit; if the process dies the OS releases the
+    ``flock`` and the next run takes over the stale file.
+    """
+    path = lock_path(out)
+    for _ in range(100):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            pid = _holder_pid(fd)
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise LockedError(path, pid) from None
+            raise
+        # The holder before us may have unlinked the file between our open and our flock:
+        # then we locked an orphan inode; start again on the current file.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    else:  # pragma: no cover - a pathological race
+        raise LockedError(path, None)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        os.fsync(fd)
+        yield path
+    finally:
+        try:
+            os.unlink(path)  # while still holding the flock: nobody can lock this inode in between
+        except FileNotFoundError:  # pragma: no cover
+            pass
+        os.close(fd)
+
+
+def _checksum(arrays: dict) -> str:
+    """SHA-256 over the chunk arrays' names, dtypes, shapes and C-order bytes."""
+    h = hashlib.sha256()
+    for name in _CHUNK_ARRAYS:
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode("ascii"))
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 class PartialStore:
@@ -142,20 +298,58 @@ class PartialStore:
                 done.add(tuple(int(g) for g in match.groups()))
         return done
 
+    def chunk_path(self, m_index: int, start: int, stop: int) -> str:
+        return os.path.join(self.directory, self.chunk_name(m_index, start, stop))
+
     def save(self, m_index: int, start: int, stop: int, errors: np.ndarray, moments) -> None:
         """Atomically store one chunk: per-prompt errors ``[cells, k, stop − start]`` and their
-        :class:`~ttscale.summary.Moments` (so a resumed run reproduces the uninterrupted one bit for bit)."""
-        path = os.path.join(self.directory, self.chunk_name(m_index, start, stop))
-        with atomic_file(path, suffix=".npz") as fh:
-            np.savez(fh, errors=np.ascontiguousarray(errors), count=np.asarray(moments.count),
-                     mean=np.asarray(moments.mean), m2=np.asarray(moments.m2))
+        :class:`~ttscale.summary.Moments` (so a resumed run reproduces the uninterrupted one bit for bit),
+        with the SHA-256 of the arrays (checked by :meth:`load`)."""
+        arrays = {"errors": np.ascontiguousarray(errors), "count": np.asarray(moments.count),
+                  "mean": np.asarray(moments.mean), "m2": np.asarray(moments.m2)}
+        with atomic_file(self.chunk_path(m_index, start, stop), suffix=".npz") as fh:
+            np.savez(fh, **arrays, **{_CHECKSUM_KEY: np.array(_checksum(arrays))})
 
     def load(self, m_index: int, start: int, stop: int):
-        """``(errors [cells, k, stop − start], Moments)`` of a finished chunk."""
+        """``(errors [cells, k, stop − start], Moments)`` of a finished chunk.
+
+        Raises :class:`CorruptChunkError` (naming the file) when the file cannot be read (truncated,
+        empty, not a zip, a flipped bit caught by the zip CRC), lacks an array or its checksum, has
+        arrays of the wrong shape, or fails the SHA-256 check (values altered). ``FileNotFoundError``
+        for a chunk that is not there.
+        """
         from ttscale.summary import Moments
 
-        with np.load(os.path.join(self.directory, self.chunk_name(m_index, start, stop))) as z:
-            return z["errors"], Moments(z["count"][()] if z["count"].ndim == 0 else z["count"], z["mean"], z["m2"])
+        path = self.chunk_path(m_index, start, stop)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no chunk file {path}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [k for k in (*_CHUNK_ARRAYS, _CHECKSUM_KEY) if k not in z.files]
+                if missing:
+                    raise CorruptChunkError(path, f"missing {', '.join(missing)}")
+                arrays = {k: z[k] for k in _CHUNK_ARRAYS}
+                stored = str(z[_CHECKSUM_KEY][()])
+        except (CorruptChunkError, PermissionError, MemoryError):
+            raise
+        except Exception as exc:  # BadZipFile, EOFError, ValueError, zlib.error, ...: whatever garbage raises
+            raise CorruptChunkError(path, f"unreadable ({type(exc).__name__}: {exc})") from None
+        if _checksum(arrays) != stored:
+            raise CorruptChunkError(path, "checksum mismatch (the stored values were altered)")
+        errors, count, mean, m2 = (arrays[k] for k in _CHUNK_ARRAYS)
+        rows = int(np.prod(errors.shape[:-1])) if errors.ndim else -1
+        if errors.ndim != 3 or errors.shape[-1] != stop - start or mean.shape != m2.shape or mean.size != rows \
+                or count.shape not in ((), mean.shape):
+            raise CorruptChunkError(path, f"unexpected shapes errors {errors.shape}, count {count.shape}, "
+                                          f"mean {mean.shape}, m2 {m2.shape} for prompts [{start}, {stop})")
+        return errors, Moments(count[()] if count.ndim == 0 else count, mean, m2)
+
+    def discard(self, m_index: int, start: int, stop: int) -> None:
+        """Delete one chunk file (e.g. after :class:`CorruptChunkError`) so it is recomputed; a missing one is fine."""
+        try:
+            os.unlink(self.chunk_path(m_index, start, stop))
+        except FileNotFoundError:
+            pass
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -170,18 +364,9 @@ def read_dataset(path: str):
 
 
 def write_dataset(ds, path: str) -> None:
-    """Write ``ds`` to ``path`` (netCDF4 via h5netcdf) atomically: temporary file, then ``os.replace``."""
-    path = os.path.abspath(os.fspath(path))
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nc", dir=directory)
-    os.close(fd)
-    try:
+    """Write ``ds`` to ``path`` (netCDF4 via h5netcdf) atomically, through :func:`atomic_path`."""
+    with atomic_path(path, suffix=".nc") as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def check_finished(out: str, identity: str):
