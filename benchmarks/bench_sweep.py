@@ -82,13 +82,13 @@ def rng_seconds_jax(cells: int, prompts: int, d: int, m: int, chunk: int | None,
     import jax.numpy as jnp
     from jax.sharding import PartitionSpec
 
-    from ttscale import rng, sweep
+    from ttscale import devices, rng, sweep
 
     n_dev = jax.device_count()
     chunk = min(chunk or 4096, prompts)
     batch = -(-chunk // n_dev) * n_dev
     local = batch // n_dev
-    mesh = sweep._mesh(n_dev)
+    mesh = devices.prompt_mesh(n_dev)
 
     def device(keys, start):
         first = start + (jax.lax.axis_index("prompts") * local).astype(jnp.uint32)
@@ -101,7 +101,7 @@ def rng_seconds_jax(cells: int, prompts: int, d: int, m: int, chunk: int | None,
 
         return jax.lax.map(one, keys)[None]
 
-    draw = jax.jit(sweep._shard_map(device, mesh, in_specs=(PartitionSpec(), PartitionSpec()),
+    draw = jax.jit(devices.shard_map(device, mesh, in_specs=(PartitionSpec(), PartitionSpec()),
                                     out_specs=PartitionSpec("prompts")))
     keys = jax.random.key_data(jax.random.split(jax.random.key(0), cells))
     starts = range(0, prompts, chunk)

@@ -111,7 +111,7 @@ def main(argv=None) -> dict:
         rows["theory_on_grid (second call)"] = _median_time(lambda: sw.theory_on_grid(spec)["limit_error"], 1)
     rows["theory_on_grid compiles on a warm call"] = cc.count
     errs = np.abs(np.random.default_rng(0).standard_normal((cells, k + 1, b), dtype=np.float32))
-    mom_fn = jax.jit(sw.chunk_moments)
+    mom_fn = jax.jit(summary.chunk_moments)
     errs_dev = jnp.asarray(errs)
     rows["chunk_moments (device mean/M2, all cells)"] = _median_time(lambda: mom_fn(errs_dev, b), args.repeats)
     rows["exact median (host, all cells)"] = _median_time(lambda: summary.median_rows(errs.reshape(-1, b)),

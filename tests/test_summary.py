@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
@@ -376,3 +378,25 @@ def test_prompt_errors_put_validation():
         PromptErrors(3, 0, np.float32)
     with pytest.raises(TypeError, match="dtype"):
         PromptErrors(3, 4, np.int32)
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 16])
+@pytest.mark.parametrize("size", [1.0, 1e-20])  # 1e-20: squared deviations would underflow float32 unscaled
+def test_chunk_moments_equal_float64_moments_of_the_real_prompts(count, size):
+    rng = np.random.default_rng(count)
+    errs = (size * rng.exponential(size=(3, 4, 16))).astype(np.float32)
+    errs[1, 2, 3] = np.inf  # inside the real prompts when count > 3
+    errs[2, 0, 12] = np.inf  # padding when count <= 12: must not leak
+    scale, mean, m2 = (np.asarray(x, np.float64) for x in jax.jit(summary.chunk_moments)(jnp.asarray(errs), count))
+    with np.errstate(invalid="ignore"):
+        mean, m2 = scale * mean, scale**2 * m2
+    if count == 0:
+        np.testing.assert_array_equal(mean, 0.0)
+        np.testing.assert_array_equal(m2, 0.0)
+        return
+    ref = summary.moments_of(errs[..., :count].reshape(12, count))
+    np.testing.assert_array_equal(np.isinf(mean).ravel(), np.isinf(ref.mean))
+    np.testing.assert_array_equal(np.isinf(m2).ravel(), np.isinf(ref.m2))
+    fin = np.isfinite(ref.mean)
+    np.testing.assert_allclose(mean.ravel()[fin], ref.mean[fin], rtol=1e-6)
+    np.testing.assert_allclose(m2.ravel()[fin], ref.m2[fin], rtol=1e-5, atol=1e-6 * size**2)

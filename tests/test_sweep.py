@@ -504,30 +504,6 @@ def test_per_prompt_errors_spill_to_disk_beyond_the_host_budget_and_change_nothi
         np.testing.assert_array_equal(spilled[name], base_ds[name])
 
 
-@pytest.mark.parametrize("count", [0, 1, 7, 16])
-@pytest.mark.parametrize("size", [1.0, 1e-20])  # 1e-20: squared deviations would underflow float32 unscaled
-def test_chunk_moments_equal_float64_moments_of_the_real_prompts(count, size):
-    from ttscale import summary
-
-    rng = np.random.default_rng(count)
-    errs = (size * rng.exponential(size=(3, 4, 16))).astype(np.float32)
-    errs[1, 2, 3] = np.inf  # inside the real prompts when count > 3
-    errs[2, 0, 12] = np.inf  # padding when count <= 12: must not leak
-    scale, mean, m2 = (np.asarray(x, np.float64) for x in jax.jit(sweep.chunk_moments)(jnp.asarray(errs), count))
-    with np.errstate(invalid="ignore"):
-        mean, m2 = scale * mean, scale**2 * m2
-    if count == 0:
-        np.testing.assert_array_equal(mean, 0.0)
-        np.testing.assert_array_equal(m2, 0.0)
-        return
-    ref = summary.moments_of(errs[..., :count].reshape(12, count))
-    np.testing.assert_array_equal(np.isinf(mean).ravel(), np.isinf(ref.mean))
-    np.testing.assert_array_equal(np.isinf(m2).ravel(), np.isinf(ref.m2))
-    fin = np.isfinite(ref.mean)
-    np.testing.assert_allclose(mean.ravel()[fin], ref.mean[fin], rtol=1e-6)
-    np.testing.assert_allclose(m2.ravel()[fin], ref.m2[fin], rtol=1e-5, atol=1e-6 * size**2)
-
-
 def test_standard_errors_stay_right_when_errors_are_tiny():
     """Λ = Σ = I, n = 60: e_k = r^k w with r^(2k) ≈ 1e-20 at k = 20. The standard error must be
     ≈ sd(||w||²)/mean/√P = √(2/d)/√P of the mean (float32 squared deviations would underflow)."""
@@ -659,3 +635,44 @@ def test_registry_names_round_trip_through_the_spec_json():
         again = SweepSpec.from_json(spec.to_json())
         assert again == spec and again.model_object.name == spec.model_object.name
     assert base_spec(model="gd:eta=0.25").identity() != base_spec(model="gd:eta=0.5").identity()
+
+
+# ----------------------------------------------------------------------------- resume: exactly the finished chunks
+def test_resume_reuses_exactly_the_finished_chunks_and_recomputes_a_corrupt_one(tmp_path, base_ds, monkeypatch):
+    """Keep every chunk of a finished run, corrupt one value of one chunk (m index 1) and rerun: only that
+    chunk is recomputed (a warning names it), every other chunk is loaded, and the result equals the
+    uninterrupted run for every m — so chunks are reused for the right m and prompt range."""
+    out = tmp_path / "sweep.nc"
+    monkeypatch.setattr(store.PartialStore, "remove", lambda self: None)
+    run_sweep(base_spec(), out=out, progress=False)
+    partial = store.partial_dir(str(out))
+    names = sorted(n for n in os.listdir(partial) if n.endswith(".npz"))
+    assert len(names) == 2 * 3  # 2 test lengths × chunks [0, 256), [256, 512), [512, 600)
+    victim = os.path.join(partial, names[4])  # m index 1
+    with np.load(victim) as z:
+        arrays = dict(z)
+    arrays["errors"] = arrays["errors"] * 1.01  # valid file, altered values, stale checksum
+    with open(victim, "wb") as fh:
+        np.savez(fh, **arrays)
+    os.unlink(out)
+    computed = []
+    orig = sweep._Engine.chunk
+
+    def spy(self, m_index, start, stop, batch=None):
+        computed.append((m_index, start, stop))
+        return orig(self, m_index, start, stop, batch)
+
+    monkeypatch.setattr(sweep._Engine, "chunk", spy)
+    with pytest.warns(RuntimeWarning, match=os.path.basename(victim)):
+        again = run_sweep(base_spec(), out=out, progress=False)
+    assert computed == [(1, 256, 512)]
+    for name in ("mean", "stderr", "median"):
+        np.testing.assert_array_equal(again[name], base_ds[name])
+
+
+def test_a_second_writer_on_the_same_out_is_refused(tmp_path):
+    out = tmp_path / "sweep.nc"
+    with store.lock(out):
+        with pytest.raises(store.LockedError, match=str(os.getpid())):
+            run_sweep(base_spec(), out=out, progress=False)
+    assert not os.path.exists(store.lock_path(out))

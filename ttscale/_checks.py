@@ -124,3 +124,38 @@ def square_matrix(name: str, M, d: int | None = None) -> jax.Array:
         raise ValueError(f"{name} must be {d}x{d} to match d={d}, got shape {M.shape}")
     check_finite(name, M)
     return M
+
+
+def number_tuple(name: str, values, *, allow_inf: bool = False, minimum=None, integer=False) -> tuple:
+    """A non-empty tuple of distinct floats (not nan; ``+inf`` only with ``allow_inf``; ``>= minimum``; whole
+    numbers if ``integer``) from a number or a sequence of numbers; errors name ``name``."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of numbers, got a string {values!r}")
+    if isinstance(values, numbers.Number) or (hasattr(values, "ndim") and np.ndim(values) == 0):
+        values = [values]
+    try:
+        out = []
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (numbers.Real, np.floating, np.integer)) and not (
+                hasattr(v, "ndim") and np.ndim(v) == 0
+            ):
+                raise TypeError(f"{name} must contain numbers, got {type(v).__name__} {v!r}")
+            out.append(float(v))
+    except TypeError as exc:
+        if str(exc).startswith(name):
+            raise
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}") from None
+    if not out:
+        raise ValueError(f"{name} must not be empty")
+    for v in out:
+        if math.isnan(v):
+            raise ValueError(f"{name} must not contain nan")
+        if math.isinf(v) and not (allow_inf and v > 0):
+            raise ValueError(f"{name} must be finite{' (or +inf)' if allow_inf else ''}, got {v}")
+        if minimum is not None and v < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {v:g}")
+        if integer and math.isfinite(v) and not float(v).is_integer():
+            raise ValueError(f"{name} must hold whole numbers (prompt lengths), got {v:g}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} must not contain duplicates, got {out}")
+    return tuple(out)

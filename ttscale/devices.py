@@ -60,3 +60,22 @@ def use_cpu_cores(n=None, *, warn: bool = True) -> int:
                           f"before any JAX operation to use {n}", stacklevel=2)
         return current
     return n
+
+
+def prompt_mesh(n_devices: int):
+    """A one-axis mesh ``("prompts",)`` over the first ``n_devices`` devices (of every process)."""
+    import jax
+    from jax.sharding import Mesh
+
+    return Mesh(np.asarray(jax.devices()[:n_devices]), ("prompts",))
+
+
+def shard_map(f, mesh, in_specs, out_specs):
+    """``jax.shard_map`` without replication checks (``jax.experimental.shard_map`` on older jax)."""
+    import jax
+
+    if hasattr(jax, "shard_map"):
+        return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    from jax.experimental.shard_map import shard_map  # pragma: no cover - older jax
+
+    return shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)  # pragma: no cover

@@ -208,12 +208,17 @@ def forward(params: LSAParams, E: jax.Array, rho) -> jax.Array:
 
 
 def forward_last_column(params: LSAParams, E: jax.Array, rho) -> jax.Array:
-    """Last column of :func:`forward`: ``e_q + V (E Eᵀ) W e_q / ρ`` → ``[..., D]``."""
+    """Last column of :func:`forward`: ``e_q + V E (Eᵀ (W e_q)) / ρ`` → ``[..., D]``.
+
+    Matrix–vector form, ``O(D N + D²)`` per prompt (never forms ``E Eᵀ``); the training loss uses it.
+    """
     params = _check_params(params)
     E = _check_embedding(E, params.W.shape[-1])
+    _check_rho(rho)
     e_q = E[..., :, -1]
-    gram = jnp.einsum("...in,...jn->...ij", E, E)
-    return last_column_from_gram(params, gram, e_q, rho)
+    Wq = jnp.einsum("de,...e->...d", params.W, e_q)
+    scores = jnp.einsum("...dn,...d->...n", E, Wq)
+    return e_q + jnp.einsum("de,...en,...n->...d", params.V, E, scores) / rho
 
 
 def last_column_from_gram(params: LSAParams, gram: jax.Array, e_q: jax.Array, rho) -> jax.Array:

@@ -243,8 +243,8 @@ def from_matrix(matrix, atol: float | None = None, dtype=None) -> Covariance:
     return Covariance(jnp.clip(eig, 0.0, None), U)
 
 
-def stack(covs) -> Covariance:
-    """Stack a list of covariances of one ``d`` into one batched :class:`Covariance` (``[S, d]``).
+def stack(covs, dtype=None) -> Covariance:
+    """Stack a list of covariances of one ``d`` into one batched :class:`Covariance` (``[S, d]``), cast to ``dtype`` if given.
 
     Mixed diagonal / rotated inputs are stacked with explicit identity bases.
     """
@@ -257,11 +257,11 @@ def stack(covs) -> Covariance:
     ds = {c.d for c in covs}
     if len(ds) != 1:
         raise ValueError(f"covs must share one dimension d, got {sorted(ds)}")
-    eig = jnp.stack([c.eigenvalues for c in covs])
+    eig = jnp.stack([jnp.asarray(c.eigenvalues, dtype) for c in covs])
     if all(c.basis is None for c in covs):
         return Covariance(eig)
     d = ds.pop()
-    bases = [jnp.eye(d, dtype=eig.dtype) if c.basis is None else c.basis for c in covs]
+    bases = [jnp.eye(d, dtype=eig.dtype) if c.basis is None else jnp.asarray(c.basis, eig.dtype) for c in covs]
     return Covariance(eig, jnp.stack(bases))
 
 
@@ -287,3 +287,26 @@ def as_covariance(name: str, value, d: int | None = None) -> Covariance:
     if d is not None and cov.d != d:
         raise ValueError(f"{name} has dimension d={cov.d}, expected d={d}")
     return cov
+
+
+def one_covariance(name: str, value, d: int | None = None) -> Covariance:
+    """:func:`as_covariance` of one covariance (eigenvalues ``[d]``), held as float64 NumPy arrays (exact in JSON)."""
+    cov = as_covariance(name, value, d)
+    eig = np.asarray(cov.eigenvalues, dtype=np.float64)
+    if eig.ndim != 1:
+        raise ValueError(f"{name} must be one covariance with eigenvalues [d], got shape {eig.shape}")
+    return Covariance(eig, None if cov.basis is None else np.asarray(cov.basis, dtype=np.float64))
+
+
+def to_json(cov: Covariance) -> dict:
+    """``{"eigenvalues": [...], "basis": [[...]] | None}`` (float64 lists) of one covariance."""
+    return {
+        "eigenvalues": np.asarray(cov.eigenvalues, np.float64).tolist(),
+        "basis": None if cov.basis is None else np.asarray(cov.basis, np.float64).tolist(),
+    }
+
+
+def from_json(obj) -> Covariance:
+    """Inverse of :func:`to_json`."""
+    basis = obj.get("basis")
+    return Covariance(np.asarray(obj["eigenvalues"], np.float64), None if basis is None else np.asarray(basis, np.float64))

@@ -20,7 +20,8 @@ prompt gives ``+inf`` and ``nan`` counts as ``+inf``. A row holding any ``inf`` 
 standard error ``inf``; its median stays finite while fewer than half the prompts are
 ``inf`` (``inf`` sorts last).
 
-Everything here is NumPy-only (no JAX): it runs on the host, next to the device work.
+Everything here is NumPy on the host, next to the device work, except :func:`chunk_moments`, the
+device half of the merge (each chunk's moments, computed where its errors are).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-__all__ = ["median_rows", "Moments", "moments_of", "combine", "finish", "PromptErrors"]
+__all__ = ["median_rows", "Moments", "moments_of", "combine", "finish", "PromptErrors", "chunk_moments"]
 
 #: Float dtypes accepted, with the unsigned integer type of the same width used for sorting.
 _UINT = {np.dtype(np.float16): np.dtype(np.uint16),
@@ -520,3 +521,45 @@ class PromptErrors:
         where = "memory" if self.in_memory else self.path
         return (f"PromptErrors(rows={self.rows}, prompts={self.prompts}, dtype={self.dtype.name}, "
                 f"filled={self.filled}, {where})")
+
+
+def chunk_moments(errors, count):
+    """(JAX, on the device.) Scaled mean and sum of squared deviations over the first ``count`` prompts of ``errors [rows, K, b]``.
+
+    ``count`` (traced int, ``0 ≤ count ≤ b``): the real prompts lead, padding follows and is
+    ignored. Errors are ``≥ 0`` or ``inf``. With ``c = max e`` per row (``1`` if that is ``0``),
+    two passes over ``x = e / c ∈ [0, 1]`` in the working dtype: ``μ = Σ x / n``,
+    ``M₂ = Σ (x − μ)²``; the caller forms ``mean = c μ`` and ``m2 = c² M₂`` in float64. The
+    scaling matters: squared deviations of errors ≈ 1e-20 (a converged CoT) underflow float32,
+    and an unscaled ``M₂`` made standard errors 14× too small. A row with an ``inf`` among its
+    real prompts gets ``c = μ = M₂ = inf``; ``count = 0`` gives ``1, 0, 0``. The unpadded case
+    skips the masks (``lax.cond``; masking costs XLA's CPU reductions ~5×).
+    Returns ``(c, μ, M₂) [rows, K]``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    b = errors.shape[-1]
+    inf = jnp.asarray(jnp.inf, errors.dtype)
+
+    def moments(x, n, mask):
+        top = jnp.max(x, axis=-1)
+        finite = top < jnp.inf  # errors are >= 0: the max is inf iff one is
+        scale = jnp.where(finite & (top > 0), top, 1.0)
+        y = x / scale[..., None]
+        mean = jnp.sum(y, axis=-1) / jnp.maximum(n, 1).astype(x.dtype)
+        dev = y - mean[..., None]
+        if mask is not None:
+            dev = jnp.where(mask, dev, 0.0)
+        m2 = jnp.sum(dev * dev, axis=-1)
+        return jnp.where(finite, scale, inf), jnp.where(finite, mean, inf), jnp.where(finite, m2, inf)
+
+    def full(x, n):
+        return moments(x, n, None)
+
+    def padded(x, n):
+        mask = jnp.arange(b) < n
+        return moments(jnp.where(mask, x, 0.0), n, mask)
+
+    count = jnp.asarray(count, jnp.int32)
+    return jax.lax.cond(count == b, full, padded, errors, count)

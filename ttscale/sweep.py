@@ -35,7 +35,7 @@ The engine owns only the organisation (none of it changes the numbers):
   communication); multi-host after ``jax.distributed.initialize()``, where process 0 writes. On a
   CPU, call :func:`ttscale.use_cpu_cores` first to get one device per core (the CLI does).
 * **Statistics in bounded memory.** Each chunk returns, per cell and ``k``, the mean and sum of
-  squared deviations of its prompts (:func:`chunk_moments`, on the device) and the per-prompt
+  squared deviations of its prompts (:func:`ttscale.summary.chunk_moments`, on the device) and the per-prompt
   errors; the host merges moments exactly and keeps the per-prompt errors only for the exact
   median (:mod:`ttscale.summary`): in RAM up to :data:`HOST_MEMORY` bytes per ``m``, beyond that in
   a file next to ``out``, reduced slab by slab.
@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttscale import _checks, models, theory
+from ttscale import _checks, devices, models, summary, theory
 from ttscale import spectra as spectra_mod
 from ttscale.prompts import Prompts, Statistics, draw_normals, whitened_statistics
 from ttscale.spectra import Covariance
@@ -78,71 +78,6 @@ TRACE_COUNT = 0
 
 
 # ============================================================================ the spec
-def _float_tuple(name: str, values, *, allow_inf: bool = False, minimum=None, integer=False) -> tuple:
-    if isinstance(values, (str, bytes)):
-        raise TypeError(f"{name} must be a sequence of numbers, got a string {values!r}")
-    if isinstance(values, numbers.Number) or (hasattr(values, "ndim") and np.ndim(values) == 0):
-        values = [values]
-    try:
-        out = []
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, (numbers.Real, np.floating, np.integer)) and not (
-                hasattr(v, "ndim") and np.ndim(v) == 0
-            ):
-                raise TypeError(f"{name} must contain numbers, got {type(v).__name__} {v!r}")
-            out.append(float(v))
-    except TypeError as exc:
-        if str(exc).startswith(name):
-            raise
-        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}") from None
-    if not out:
-        raise ValueError(f"{name} must not be empty")
-    for v in out:
-        if math.isnan(v):
-            raise ValueError(f"{name} must not contain nan")
-        if math.isinf(v) and not (allow_inf and v > 0):
-            raise ValueError(f"{name} must be finite{' (or +inf)' if allow_inf else ''}, got {v}")
-        if minimum is not None and v < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {v:g}")
-        if integer and math.isfinite(v) and not float(v).is_integer():
-            raise ValueError(f"{name} must hold whole numbers (prompt lengths), got {v:g}")
-    if len(set(out)) != len(out):
-        raise ValueError(f"{name} must not contain duplicates, got {out}")
-    return tuple(out)
-
-
-def _scalar_float(name: str, value, minimum=None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _numpy_cov(name: str, value, d: int) -> Covariance:
-    cov = spectra_mod.as_covariance(name, value, d)
-    eig = np.asarray(cov.eigenvalues, dtype=np.float64)
-    basis = None if cov.basis is None else np.asarray(cov.basis, dtype=np.float64)
-    if eig.ndim != 1:
-        raise ValueError(f"{name} must be one covariance with eigenvalues [d], got shape {eig.shape}")
-    return Covariance(eig, basis)
-
-
-def _cov_json(cov: Covariance) -> dict:
-    return {
-        "eigenvalues": np.asarray(cov.eigenvalues, np.float64).tolist(),
-        "basis": None if cov.basis is None else np.asarray(cov.basis, np.float64).tolist(),
-    }
-
-
-def _cov_from_json(obj) -> Covariance:
-    basis = obj.get("basis")
-    return Covariance(np.asarray(obj["eigenvalues"], np.float64), None if basis is None else np.asarray(basis, np.float64))
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class SweepSpec:
     """A sweep: training spectra × training lengths ``ns`` × test lengths ``ms`` × steps ``k = 0..k_max``.
@@ -199,17 +134,15 @@ class SweepSpec:
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.family == "power_law":
-            set_("alphas", _float_tuple("alphas", self.alphas))
+            set_("alphas", _checks.number_tuple("alphas", self.alphas))
             if self.covariances is not None:
                 raise ValueError('covariances is only used with family="explicit"; leave it None for "power_law"')
             if self.trace is not None:
-                set_("trace", _scalar_float("trace", self.trace))
-                if self.trace <= 0:
-                    raise ValueError(f"trace must be > 0, got {self.trace}")
+                set_("trace", float(_checks.real_number("trace", self.trace, minimum=0, exclusive=True)))
         else:
             if self.covariances is None or isinstance(self.covariances, (str, bytes, Covariance)):
                 raise ValueError('family="explicit" needs covariances: a non-empty list of Covariance or [d, d] matrices')
-            covs = tuple(_numpy_cov(f"covariances[{i}]", c, d) for i, c in enumerate(self.covariances))
+            covs = tuple(spectra_mod.one_covariance(f"covariances[{i}]", c, d) for i, c in enumerate(self.covariances))
             if not covs:
                 raise ValueError("covariances must not be empty")
             set_("covariances", covs)
@@ -223,18 +156,18 @@ class SweepSpec:
         elif isinstance(self.test, (list, tuple)) and self.test and not isinstance(self.test[0], numbers.Number) and (
             isinstance(self.test[0], Covariance) or np.ndim(self.test[0]) == 2
         ):
-            tests = tuple(_numpy_cov(f"test[{i}]", t, d) for i, t in enumerate(self.test))
+            tests = tuple(spectra_mod.one_covariance(f"test[{i}]", t, d) for i, t in enumerate(self.test))
             if len(tests) != n_spectra:
                 raise ValueError(f"test lists {len(tests)} covariances but there are {n_spectra} spectra")
             set_("test", tests)
         else:
-            set_("test", _numpy_cov("test", self.test, d))
-        set_("ns", _float_tuple("ns", self.ns, allow_inf=True, minimum=1))
-        set_("ms", _float_tuple("ms", self.ms, allow_inf=True, minimum=1, integer=True))
+            set_("test", spectra_mod.one_covariance("test", self.test, d))
+        set_("ns", _checks.number_tuple("ns", self.ns, allow_inf=True, minimum=1))
+        set_("ms", _checks.number_tuple("ms", self.ms, allow_inf=True, minimum=1, integer=True))
         set_("k_max", _checks.static_int("k_max", self.k_max, minimum=0))
         set_("prompts", _checks.static_int("prompts", self.prompts, minimum=2))
         set_("chunk", _checks.static_int("chunk", self.chunk, minimum=1))
-        set_("noise", _scalar_float("noise", self.noise, minimum=0.0))
+        set_("noise", float(_checks.real_number("noise", self.noise, minimum=0.0)))
         seed = _checks.static_int("seed", self.seed, minimum=0)
         if seed >= 2**32:
             raise ValueError(f"seed must be < 2**32, got {seed}")
@@ -280,7 +213,7 @@ class SweepSpec:
         dtype = self.jnp_dtype if dtype is None else jnp.dtype(dtype)
         if self.family == "power_law":
             return spectra_mod.power_law(self.d, np.asarray(self.alphas), trace=self.trace, dtype=dtype)
-        return _stack(self.covariances, dtype)
+        return spectra_mod.stack(self.covariances, dtype)
 
     def test_covariances(self, dtype=None) -> Covariance:
         """Stacked test covariances ``Σ_s`` (one per spectrum) in ``dtype`` (default the spec's)."""
@@ -290,8 +223,8 @@ class SweepSpec:
                 return self.training_covariances(dtype)
             return Covariance(jnp.ones((self.n_spectra, self.d), dtype))
         if isinstance(self.test, Covariance):
-            return _stack([self.test] * self.n_spectra, dtype)
-        return _stack(self.test, dtype)
+            return spectra_mod.stack([self.test] * self.n_spectra, dtype)
+        return spectra_mod.stack(self.test, dtype)
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict:
@@ -300,9 +233,9 @@ class SweepSpec:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.name == "covariances" and v is not None:
-                v = [_cov_json(c) for c in v]
+                v = [spectra_mod.to_json(c) for c in v]
             elif f.name == "test" and not isinstance(v, str):
-                v = _cov_json(v) if isinstance(v, Covariance) else [_cov_json(c) for c in v]
+                v = spectra_mod.to_json(v) if isinstance(v, Covariance) else [spectra_mod.to_json(c) for c in v]
             elif f.name == "model":
                 v = v if isinstance(v, str) else v.name
             elif f.name == "params" and v is not None:
@@ -328,12 +261,12 @@ class SweepSpec:
     def from_dict(cls, obj: dict) -> "SweepSpec":
         obj = dict(obj)
         if obj.get("covariances") is not None:
-            obj["covariances"] = [_cov_from_json(c) for c in obj["covariances"]]
+            obj["covariances"] = [spectra_mod.from_json(c) for c in obj["covariances"]]
         t = obj.get("test")
         if isinstance(t, dict):
-            obj["test"] = _cov_from_json(t)
+            obj["test"] = spectra_mod.from_json(t)
         elif isinstance(t, list):
-            obj["test"] = [_cov_from_json(c) for c in t]
+            obj["test"] = [spectra_mod.from_json(c) for c in t]
         if obj.get("params") is not None:
             template = models.get(obj["model"]).init(spectra_mod.identity(int(obj["d"])), 1.0)
             treedef = jax.tree_util.tree_structure(template)
@@ -357,17 +290,6 @@ class SweepSpec:
 
     def __hash__(self):
         return hash(self.to_json())
-
-
-def _stack(covs, dtype) -> Covariance:
-    eig = jnp.asarray(np.stack([np.asarray(c.eigenvalues) for c in covs]), dtype)
-    if all(c.basis is None for c in covs):
-        return Covariance(eig)
-    d = eig.shape[-1]
-    bases = [np.eye(d) if c.basis is None else np.asarray(c.basis) for c in covs]
-    return Covariance(eig, jnp.asarray(np.stack(bases), dtype))
-
-
 
 
 def _check_params(spec: SweepSpec, model: models.Model, params):
@@ -506,60 +428,6 @@ def _cell_group(d: int, m: Optional[int], k_max: int, local: int, cells: int, cr
     return group
 
 
-def _mesh(n_devices: int):
-    from jax.sharding import Mesh
-
-    return Mesh(np.asarray(jax.devices()[:n_devices]), ("prompts",))
-
-
-def _shard_map(f, mesh, in_specs, out_specs):
-    if hasattr(jax, "shard_map"):
-        return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
-    from jax.experimental.shard_map import shard_map  # pragma: no cover - older jax
-
-    return shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)  # pragma: no cover
-
-
-def chunk_moments(errors, count):
-    """Scaled mean and sum of squared deviations over the first ``count`` prompts of ``errors [rows, K, b]``.
-
-    ``count`` (traced int, ``0 ≤ count ≤ b``): the real prompts lead, padding follows and is
-    ignored. Errors are ``≥ 0`` or ``inf``. With ``c = max e`` per row (``1`` if that is ``0``),
-    two passes over ``x = e / c ∈ [0, 1]`` in the working dtype: ``μ = Σ x / n``,
-    ``M₂ = Σ (x − μ)²``; the caller forms ``mean = c μ`` and ``m2 = c² M₂`` in float64. The
-    scaling matters: squared deviations of errors ≈ 1e-20 (a converged CoT) underflow float32,
-    and an unscaled ``M₂`` made standard errors 14× too small. A row with an ``inf`` among its
-    real prompts gets ``c = μ = M₂ = inf``; ``count = 0`` gives ``1, 0, 0``. The unpadded case
-    skips the masks (``lax.cond``; masking costs XLA's CPU reductions ~5×).
-    Returns ``(c, μ, M₂) [rows, K]``.
-    """
-    b = errors.shape[-1]
-    inf = jnp.asarray(jnp.inf, errors.dtype)
-
-    def moments(x, n, mask):
-        top = jnp.max(x, axis=-1)
-        finite = top < jnp.inf  # errors are >= 0: the max is inf iff one is
-        scale = jnp.where(finite & (top > 0), top, 1.0)
-        y = x / scale[..., None]
-        mean = jnp.sum(y, axis=-1) / jnp.maximum(n, 1).astype(x.dtype)
-        dev = y - mean[..., None]
-        if mask is not None:
-            dev = jnp.where(mask, dev, 0.0)
-        m2 = jnp.sum(dev * dev, axis=-1)
-        return jnp.where(finite, scale, inf), jnp.where(finite, mean, inf), jnp.where(finite, m2, inf)
-
-    def full(x, n):
-        return moments(x, n, None)
-
-    def padded(x, n):
-        mask = jnp.arange(b) < n
-        return moments(jnp.where(mask, x, 0.0), n, mask)
-
-    count = jnp.asarray(count, jnp.int32)
-    return jax.lax.cond(count == b, full, padded, errors, count)
-
-
-
 def _blocks(x, block: int):
     """``[b, ...]`` → ``[b / block, block, ...]`` (``None`` stays ``None``)."""
     return None if x is None else x.reshape((x.shape[0] // block, block) + x.shape[1:])
@@ -615,7 +483,7 @@ def _chunk_program(shape: _Shape):
     """
     from jax.sharding import NamedSharding, PartitionSpec
 
-    mesh = _mesh(shape.n_devices)
+    mesh = devices.prompt_mesh(shape.n_devices)
     local = shape.batch // shape.n_devices
 
     def device_program(keys, cells, start, valid):
@@ -635,11 +503,11 @@ def _chunk_program(shape: _Shape):
                 return _block_errors(_draw(cell["key"], first, shape), cell, shape, vmapped=False)
 
             errs = jax.lax.map(per_cell, dict(cells, key=keys), batch_size=G)
-        scale, mean, m2 = chunk_moments(errs, in_chunk)
+        scale, mean, m2 = summary.chunk_moments(errs, in_chunk)
         return errs, scale[None], mean[None], m2[None]
 
     P = PartitionSpec
-    program = _shard_map(device_program, mesh, in_specs=(P(), P(), P(), P()),
+    program = devices.shard_map(device_program, mesh, in_specs=(P(), P(), P(), P()),
                          out_specs=(P(None, None, "prompts"), P("prompts"), P("prompts"), P("prompts")))
     replicated = NamedSharding(mesh, P())
     return jax.jit(program, in_shardings=(replicated,) * 4)
@@ -796,14 +664,17 @@ def run_sweep(spec: SweepSpec, out=None, progress: bool = True):
     from ttscale import store
 
     identity = spec.identity()
-    out_path = None
-    if out is not None:
-        out_path = store.check_writable(out)
+    if out is None:
+        with _precision(spec):
+            return _run(spec, None, progress, identity)
+    out_path = store.check_writable(out)
+    # one writer per out (store.lock): a second run on the same out is refused, not interleaved
+    with store.lock(out_path) if jax.process_index() == 0 else contextlib.nullcontext():
         done = store.check_finished(out_path, identity)
         if done is not None:
             return done
-    with _precision(spec):
-        return _run(spec, out_path, progress, identity)
+        with _precision(spec):
+            return _run(spec, out_path, progress, identity)
 
 
 def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
@@ -850,8 +721,18 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
                                       directory=spill_dir) as per_prompt:
                 for st in starts:
                     stop = min(st + chunk, spec.prompts)
+                    loaded = None
                     if (mi, st, stop) in finished:
-                        errs, part = partial.load(mi, st, stop)
+                        try:
+                            loaded = partial.load(mi, st, stop)
+                        except store.CorruptChunkError as exc:  # truncated, altered or pre-checksum: recompute it
+                            import warnings
+
+                            warnings.warn(f"{exc}; recomputing that chunk", RuntimeWarning, stacklevel=2)
+                            if writer:
+                                partial.discard(mi, st, stop)
+                    if loaded is not None:
+                        errs, part = loaded
                     else:
                         errs, part = engine.chunk(mi, st, stop, batch=engine.padded(chunk))
                         if partial is not None and writer:
@@ -918,7 +799,7 @@ _DESCRIPTIONS = {
     "cor35_bound": "Corollary 3.5: d (1 + n/(1 + Hard))^(-2k)",
     "overthinking_term": "Remark 4.1: tr(M^(2k)), M = I - Gamma^(-1/2) Sigma Gamma^(-1/2), Gamma = sym(P)^-1",
     "best_k": "argmin over k = 1..k_max of limit_error",
-    "turns_up": "best_k < k_max: the m -> inf error turns up within the horizon",
+    "turns_up": "the m -> inf error rises again after best_k within k <= k_max (ttscale.theory.best_k)",
     "spectral_radius": "max |eig(I - P Sigma)| (> 1: the m -> inf error eventually diverges)",
 }
 

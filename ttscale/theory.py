@@ -57,24 +57,36 @@ def _as_cov(name: str, cov) -> Covariance:
         raise type(exc)(f"{name}: {exc}") from None
 
 
+def _one_cov(name: str, cov) -> Covariance:
+    """:func:`_as_cov` of exactly one covariance (a stack is refused: ``vmap`` over it instead)."""
+    cov = _as_cov(name, cov)
+    if cov.eigenvalues.ndim != 1:
+        raise ValueError(f"{name} must be one covariance (eigenvalues [d]), got a stack of shape "
+                         f"{cov.eigenvalues.shape}; jax.vmap over it instead")
+    return cov
+
+
+def _gamma_spectrum(cov: Covariance, n) -> jax.Array:
+    """Eigenvalues ``g = (1 + 1/n) λ + tr Λ / n`` of ``Γ(Λ, n)`` (same basis as ``Λ``): the one formula for ``Γ``."""
+    n = jnp.asarray(n, cov.dtype)
+    return (1 + 1 / n) * cov.eigenvalues + cov.trace()[..., None] / n
+
+
 def second_moment(cov, n) -> jax.Array:
-    """``E[S_n²] = (1 + 1/n) Λ² + (tr Λ / n) Λ`` for ``S_n = X Xᵀ/n``, ``x ~ N(0, Λ)`` (Isserlis); ``[d, d]``.
+    """``E[S_n²] = (1 + 1/n) Λ² + (tr Λ / n) Λ = Γ(Λ, n) Λ`` for ``S_n = X Xᵀ/n``, ``x ~ N(0, Λ)`` (Isserlis); ``[d, d]``.
 
     ``n = inf`` gives ``Λ²``.
     """
     _checks.positive_count("n", n, allow_inf=True)
-    L = _matrix("cov", cov)
-    n = jnp.asarray(n, L.dtype)
-    return (1 + 1 / n) * (L @ L) + (jnp.trace(L) / n) * L
+    cov = _one_cov("cov", cov)
+    return cov._dense(_gamma_spectrum(cov, n) * cov.eigenvalues)
 
 
 def gamma(cov, n) -> jax.Array:
-    """``Γ(Λ, n) = (1 + 1/n) Λ + (tr Λ / n) I_d`` → ``[d, d]`` (so that ``E[S_n²] = Γ Λ``)."""
+    """``Γ(Λ, n) = (1 + 1/n) Λ + (tr Λ / n) I_d`` → ``[d, d]`` (so that ``E[S_n²] = Γ Λ``), as ``U diag(g) Uᵀ``."""
     _checks.positive_count("n", n, allow_inf=True)
-    L = _matrix("cov", cov)
-    n = jnp.asarray(n, L.dtype)
-    d = L.shape[-1]
-    return (1 + 1 / n) * L + (jnp.trace(L) / n) * jnp.eye(d, dtype=L.dtype)
+    cov = _one_cov("cov", cov)
+    return cov._dense(_gamma_spectrum(cov, n))
 
 
 def gamma_inverse(cov, n) -> jax.Array:
@@ -86,8 +98,7 @@ def gamma_inverse(cov, n) -> jax.Array:
     """
     _checks.positive_count("n", n, allow_inf=True)
     cov = _as_cov("cov", cov)
-    n = jnp.asarray(n, cov.dtype)
-    g = (1 + 1 / n) * cov.eigenvalues + cov.trace()[..., None] / n
+    g = _gamma_spectrum(cov, n)
     if _checks.is_concrete(g) and not np.all(np.asarray(g) > 0):
         raise ValueError(
             "cov: Γ(Λ, n) = (1 + 1/n) Λ + (tr Λ / n) I is singular (a zero eigenvalue of Λ with n = inf, "

@@ -435,13 +435,8 @@ def sample_batch(key, tasks: TaskArrays, n_max: int, batch: int, noise=0.0) -> T
 
 
 def last_column(params: LSAParams, X: jax.Array, y: jax.Array, rho) -> jax.Array:
-    """``f(E)[:, -1] = e_q + V E (Eᵀ W e_q) / ρ`` for one prompt ``X [d, n]``, ``y [n]``, ``ŵ_0 = 0`` → ``[D]``.
-
-    Matrix–vector form, ``O(D n + D²)``; equals :func:`ttscale.lsa.forward_last_column`.
-    """
-    E = lsa_mod.embed(X, y)
-    Wq = params.W @ E[:, -1]
-    return E[:, -1] + params.V @ (E @ (E.T @ Wq)) / rho
+    """``f(E)[:, -1]`` for one prompt ``X [d, n]``, ``y [n]``, ``ŵ_0 = 0`` → ``[D]`` (:func:`ttscale.lsa.forward_last_column`)."""
+    return lsa_mod.forward_last_column(params, lsa_mod.embed(X, y), rho)
 
 
 def lsa_loss(params: LSAParams, batch: TrainBatch) -> jax.Array:
