@@ -55,10 +55,9 @@ class CompileCounter:
         return self
 
     def __exit__(self, *exc):
-        from jax._src import monitoring as _mon
+        from jax import monitoring
 
-        with contextlib.suppress(Exception):
-            _mon.unregister_event_duration_listener(self._listener)
+        monitoring.unregister_event_duration_listener(self._listener)
         return False
 
 

@@ -37,7 +37,7 @@ def numpy_params(model) -> dict:
     import jax
     from flax import nnx
 
-    return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), nnx.state(model, nnx.Param).to_pure_dict())
+    return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
 
 def rel_err(a, b) -> float:

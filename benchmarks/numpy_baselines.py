@@ -308,7 +308,7 @@ def _gelu_tanh(x: np.ndarray) -> np.ndarray:
 def gpt2_forward(params: dict, examples: np.ndarray, estimates: np.ndarray, heads: int, layers: int) -> np.ndarray:
     """NumPy forward of :class:`ttscale.gpt2.GPT2` (pre-LN decoder, causal, tanh-GELU) → ``[b, j, d]``.
 
-    ``params``: ``nnx.state(model, nnx.Param).to_pure_dict()`` as NumPy arrays; ``examples
+    ``params``: ``nnx.to_pure_dict(nnx.state(model, nnx.Param))`` as NumPy arrays; ``examples
     [b, n, d+1]``, ``estimates [b, j, d]``. Vectorised over prompts and tokens.
     """
     b, n, _ = examples.shape

@@ -58,3 +58,13 @@ def test_bad_input():
         tts.sample_prompts(jax.random.key(0), cov, 5, 2, noise=-1.0)
     with pytest.raises(TypeError, match="cov"):
         tts.sample_prompts(jax.random.key(0), np.eye(3), 5, 2)
+
+
+def test_impossible_sizes_are_refused_before_xla_sees_them():
+    """sample_prompts(key, identity(3), 2**40, 2**20) used to abort the process ("overflow in static extent product")."""
+    with pytest.raises(ValueError, match=r"batch: 1048576 prompts of d = 3, length = 1099511627776 needs .* GiB"):
+        tts.sample_prompts(jax.random.key(0), tts.identity(3), 2**40, 2**20)
+    with pytest.raises(ValueError, match=r"2\^32"):
+        tts.sample_statistics(jax.random.key(0), tts.identity(3), 10, 2**32 + 1)
+    with pytest.raises(ValueError, match="GiB"):
+        tts.sample_normals(jax.random.key(0), 1000, 10**6, 10**4)

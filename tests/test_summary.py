@@ -303,8 +303,10 @@ def test_prompt_errors_spill_to_a_file_with_identical_results(tmp_path):
     budget = 3 * x.shape[1] * 4 + 5                     # 3 rows per median slab
     store = PromptErrors(*x.shape, np.float32, budget_bytes=budget, directory=str(tmp_path))
     assert not store.in_memory
-    assert os.path.dirname(store.path) == str(tmp_path) and os.path.exists(store.path)
-    assert os.path.getsize(store.path) == store.nbytes
+    assert os.path.dirname(store.path) == str(tmp_path)
+    # unlinked at once: nothing is left in the directory by any exit (a SIGKILL included)
+    assert not os.path.exists(store.path) and os.listdir(tmp_path) == []
+    assert os.fstat(store._data.fd).st_size == store.nbytes
     fill(store, x, chunk=29, seed=2)
     assert_array_equal(store.median(), med_ram)
     for got, ref in zip(store.moments(), mom_ram):
@@ -320,6 +322,7 @@ def test_prompt_errors_default_directory_is_removed():
     store = PromptErrors(4, 100, np.float64, budget_bytes=100)
     assert not store.in_memory
     directory = os.path.dirname(store.path)
+    assert not os.path.exists(directory)  # the temporary directory is gone as soon as the file is open
     store.put(0, 100, np.ones((4, 100)))
     assert_array_equal(store.median(), np.ones(4))
     store.close()
@@ -400,3 +403,12 @@ def test_chunk_moments_equal_float64_moments_of_the_real_prompts(count, size):
     fin = np.isfinite(ref.mean)
     np.testing.assert_allclose(mean.ravel()[fin], ref.mean[fin], rtol=1e-6)
     np.testing.assert_allclose(m2.ravel()[fin], ref.m2[fin], rtol=1e-5, atol=1e-6 * size**2)
+
+
+def test_a_spill_larger_than_the_free_disk_is_refused_with_the_numbers(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(ValueError, match=r"GiB on disk .* GiB free"):
+        PromptErrors(1000, 10**6, np.float32, budget_bytes=100, directory=str(tmp_path))
+    assert os.listdir(tmp_path) == []

@@ -676,3 +676,34 @@ def test_a_second_writer_on_the_same_out_is_refused(tmp_path):
         with pytest.raises(store.LockedError, match=str(os.getpid())):
             run_sweep(base_spec(), out=out, progress=False)
     assert not os.path.exists(store.lock_path(out))
+
+
+# ----------------------------------------------------------------------------- impossible sizes, refused up front
+def test_impossible_sizes_are_refused_before_compute_with_the_numbers(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(sweep, "_run", lambda *a, **k: pytest.fail("compute started"))
+    with pytest.raises(ValueError, match=r"prompts must be <= 2\*\*32"):
+        SweepSpec(d=3, ns=(10.0,), ms=(10.0,), k_max=2, prompts=5_000_000_000, chunk=16)
+    with pytest.raises(ValueError, match=r"chunk: one chunk of 4096 prompts needs .* GiB of memory .* lower chunk"):
+        run_sweep(SweepSpec(d=3, ns=(10.0,), ms=(3e7,), k_max=2, prompts=4096), progress=False)
+    with pytest.raises(ValueError, match=r"lower m, d or the grid"):
+        run_sweep(SweepSpec(d=100_000, ns=(10.0,), ms=(10.0,), k_max=2, prompts=2, chunk=1), progress=False)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**30, 2**30 - 2**20, 2**20))
+    with pytest.raises(ValueError, match=r"writes ≈ .* GiB .* has 0.000977 GiB free"):
+        run_sweep(base_spec(prompts=100_000, chunk=4096), out=tmp_path / "x.nc", progress=False)
+    assert os.listdir(tmp_path) == []
+    with pytest.warns(RuntimeWarning, match="compiled calls"), pytest.raises(pytest.fail.Exception):
+        run_sweep(base_spec(ms=(12.0,), prompts=200_002, chunk=2), progress=False)
+
+
+def test_per_prompt_errors_and_medians_are_bit_identical_across_chunk_sizes():
+    """Every block of prompts is a full one whatever the chunk, so the per-prompt errors (and the exact
+    medians) are the same bits; means and standard errors merge chunk moments and agree to ~1e-7."""
+    spec = base_spec(ms=(12.0,), prompts=300, noise=0.2)
+    a = prompt_errors(spec)
+    for chunk in (100, 37):
+        np.testing.assert_array_equal(prompt_errors(spec.replace(chunk=chunk)), a)
+    x, y = run_sweep(spec, progress=False), run_sweep(spec.replace(chunk=37), progress=False)
+    np.testing.assert_array_equal(x["median"], y["median"])
+    np.testing.assert_allclose(x["mean"], y["mean"], rtol=1e-6)

@@ -159,3 +159,21 @@ def number_tuple(name: str, values, *, allow_inf: bool = False, minimum=None, in
     if len(set(out)) != len(out):
         raise ValueError(f"{name} must not contain duplicates, got {out}")
     return tuple(out)
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory of this machine (``sysconf``)."""
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_allocation(name: str, nbytes: int, what: str) -> None:
+    """Refuse (``ValueError`` naming ``name``) an array of ``nbytes`` that cannot fit in half the physical memory.
+
+    Sizes are checked before XLA sees them: an impossible static shape can abort the process.
+    """
+    limit = physical_memory() // 2
+    if nbytes > limit:
+        raise ValueError(f"{name}: {what} needs {nbytes / 2**30:.3g} GiB, more than half of this machine's "
+                         f"{2 * limit / 2**30:.3g} GiB; draw fewer or shorter prompts per call")

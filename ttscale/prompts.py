@@ -89,14 +89,12 @@ def draw_normals(key, start, count: int, d: int, m: Optional[int], dtype=jnp.flo
     return Z, w, eps
 
 
-def _check_sizes(count: int, d: int, length: int) -> None:
-    """Refuse sizes XLA cannot represent before it sees them (a shape overflow aborts the process)."""
-    if count * d * length >= 2**40:
-        raise ValueError(
-            f"batch × d × length = {count} × {d} × {length} is too large to draw at once; draw fewer prompts per call"
-        )
+def _check_sizes(count: int, d: int, length: int, dtype) -> None:
+    """Refuse sizes that cannot be drawn before XLA sees them (an impossible static shape aborts the process)."""
     if count > 2**32:
         raise ValueError(f"batch must be <= 2^32 (the prompt index is 32-bit), got {count}")
+    nbytes = count * (d * length + length + d) * jnp.dtype(dtype).itemsize
+    _checks.check_allocation("batch", nbytes, f"{count} prompts of d = {d}, length = {length}")
 
 
 def _check_noise(noise, dtype):
@@ -114,7 +112,7 @@ def sample_normals(key, d: int, length: int, batch: int, dtype=jnp.float32, star
     d = _checks.static_int("d", d, minimum=1)
     length = _checks.static_int("length", length, minimum=1)
     batch = _checks.static_int("batch", batch, minimum=1)
-    _check_sizes(batch, d, length)
+    _check_sizes(batch, d, length, dtype)
     Z, w, eps = draw_normals(key, start, batch, d, length, dtype, noisy=True)
     return Normals(Z, w, eps)
 
@@ -281,7 +279,7 @@ def sample_statistics(key, cov: Covariance, length, batch: int, noise=0.0, start
     batch = _checks.static_int("batch", batch, minimum=1)
     m = None if math.isinf(float(length)) else _checks.static_int("length", length, minimum=1)
     if m is not None:
-        _check_sizes(batch, cov.d, m)
+        _check_sizes(batch, cov.d, m, cov.dtype)
     zero = isinstance(noise, (int, float, np.number)) and float(noise) == 0.0  # static: ε is not drawn
     noise = _check_noise(noise, cov.dtype)
     noisy = not (zero or (_checks.is_concrete(noise) and float(noise) == 0.0))

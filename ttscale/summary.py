@@ -26,8 +26,10 @@ device half of the merge (each chunk's moments, computed where its errors are).
 
 from __future__ import annotations
 
+import bisect
 import numbers
 import os
+import shutil
 import tempfile
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -373,8 +375,10 @@ class PromptErrors:
     ``PromptErrors(rows, prompts, dtype, budget_bytes=256 MiB, directory=None)``: when
     ``nbytes = rows · prompts · itemsize <= budget_bytes`` the errors are a NumPy array in RAM
     (:attr:`in_memory`); otherwise a file in ``directory`` (a fresh ``tempfile.mkdtemp()``
-    when ``None``) written and read with ``pwrite``/``pread`` (not a memmap, whose pages would
-    count as resident memory), deleted by :meth:`close` (or ``with`` / garbage collection). Chunks arrive through :meth:`put` in any order, each prompt exactly once;
+    when ``None``), unlinked as soon as it is opened (so no exit, not even ``SIGKILL``, leaves it
+    behind), written and read with ``pwrite``/``pread`` (not a memmap, whose pages would count as
+    resident memory) and released by :meth:`close` (or ``with`` / garbage collection). A file
+    larger than the free space of ``directory`` is refused up front with the numbers. Chunks arrive through :meth:`put` in any order, each prompt exactly once;
     :meth:`median` and :meth:`moments` reduce ``_rows_per_slab`` rows at a time, so the
     extra memory stays about ``budget_bytes``.
     """
@@ -391,7 +395,7 @@ class PromptErrors:
         if dt not in _UINT:
             raise TypeError(f"dtype must be float16, float32 or float64, got {dt}")
         self.dtype = dt
-        self._filled = np.zeros(self.prompts, bool)
+        self._put: list[tuple[int, int]] = []  # sorted, disjoint [start, stop) ranges put so far (memory ∝ chunks, not prompts)
         self.path: Optional[str] = None
         self._finalizer = None
         if self.nbytes <= self.budget_bytes:
@@ -402,10 +406,22 @@ class PromptErrors:
                 directory = tmpdir = tempfile.mkdtemp(prefix="ttscale-errors-")
             elif not os.path.isdir(directory):
                 raise ValueError(f"directory {directory!r} is not a directory")
+            free = shutil.disk_usage(directory).free
+            if self.nbytes > free:
+                if tmpdir is not None:
+                    os.rmdir(tmpdir)
+                raise ValueError(
+                    f"the per-prompt errors need {self.nbytes / 2**30:.3g} GiB on disk ({self.rows} rows × "
+                    f"{self.prompts} prompts × {dt.itemsize} B) but {directory} has {free / 2**30:.3g} GiB free; "
+                    "use fewer prompts, spectra, n or k, or free disk space"
+                )
             fd, self.path = tempfile.mkstemp(prefix="prompt-errors-", suffix=f".{dt.name}.bin",
                                              dir=directory)
+            # unlink at once: the open descriptor keeps the data, and no file is left behind by any exit,
+            # SIGKILL included (the kernel frees the space when the process ends)
+            _remove(self.path, tmpdir)
             os.ftruncate(fd, self.nbytes)
-            self._finalizer = weakref.finalize(self, _close_and_remove, fd, self.path, tmpdir)
+            self._finalizer = weakref.finalize(self, _close_and_remove, fd, self.path, None)
             self._data = _RowFile(fd, self.rows, self.prompts, dt)
 
     # ------------------------------------------------------------------ properties
@@ -426,12 +442,12 @@ class PromptErrors:
     @property
     def filled(self) -> int:
         """Number of prompts put so far."""
-        return int(self._filled.sum())
+        return sum(stop - start for start, stop in self._put)
 
     @property
     def complete(self) -> bool:
         """``True`` once every prompt has been put."""
-        return bool(self._filled.all())
+        return self.filled == self.prompts
 
     @property
     def closed(self) -> bool:
@@ -458,13 +474,14 @@ class PromptErrors:
         low = errors.min()
         if low < 0:  # nan compares False: allowed
             raise ValueError(f"errors must be non-negative, got min {low!r}")
-        if self._filled[start:stop].any():
+        at = bisect.bisect_left(self._put, (start, stop))
+        if (at > 0 and self._put[at - 1][1] > start) or (at < len(self._put) and self._put[at][0] < stop):
             raise ValueError(f"start..stop = {start}..{stop} overlaps prompts already put")
         if isinstance(self._data, _RowFile):
             self._data.write_columns(start, errors)
         else:
             self._data[:, start:stop] = errors
-        self._filled[start:stop] = True
+        self._put.insert(at, (start, stop))
 
     # ------------------------------------------------------------------ reducing
     def _slabs(self, itemsize: int):

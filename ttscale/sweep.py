@@ -166,6 +166,8 @@ class SweepSpec:
         set_("ms", _checks.number_tuple("ms", self.ms, allow_inf=True, minimum=1, integer=True))
         set_("k_max", _checks.static_int("k_max", self.k_max, minimum=0))
         set_("prompts", _checks.static_int("prompts", self.prompts, minimum=2))
+        if self.prompts > 2**32:
+            raise ValueError(f"prompts must be <= 2**32 (the prompt index is 32-bit), got {self.prompts}")
         set_("chunk", _checks.static_int("chunk", self.chunk, minimum=1))
         set_("noise", float(_checks.real_number("noise", self.noise, minimum=0.0)))
         seed = _checks.static_int("seed", self.seed, minimum=0)
@@ -562,8 +564,9 @@ class _Engine:
         return self._keys[m_index]
 
     def padded(self, count: int) -> int:
-        """``count`` rounded up to a multiple of the device count."""
-        return -(-count // self.n_devices) * self.n_devices
+        """``count`` rounded up to a multiple of ``devices × _PROMPT_BLOCK`` (every block is a full one)."""
+        unit = self.n_devices * _PROMPT_BLOCK
+        return -(-count // unit) * unit
 
     def program(self, m_index: int, batch: int):
         spec = self.spec
@@ -665,9 +668,11 @@ def run_sweep(spec: SweepSpec, out=None, progress: bool = True):
 
     identity = spec.identity()
     if out is None:
+        _preflight(spec, None)
         with _precision(spec):
             return _run(spec, None, progress, identity)
     out_path = store.check_writable(out)
+    _preflight(spec, out_path)
     # one writer per out (store.lock): a second run on the same out is refused, not interleaved
     with store.lock(out_path) if jax.process_index() == 0 else contextlib.nullcontext():
         done = store.check_finished(out_path, identity)
@@ -675,6 +680,51 @@ def run_sweep(spec: SweepSpec, out=None, progress: bool = True):
             return done
         with _precision(spec):
             return _run(spec, out_path, progress, identity)
+
+
+def _preflight(spec: SweepSpec, out_path) -> None:
+    """Refuse, before any compute, a sweep whose chunk cannot fit in memory or whose files cannot fit on disk.
+
+    Memory of one chunk program ≈ the per-prompt errors of every cell (device and host copies) plus the
+    base normals of the cells drawn together; disk = the chunk files of every ``m`` (with ``out``) plus
+    the spill of one ``m``'s per-prompt errors beyond :data:`HOST_MEMORY`. Warns when the run needs more
+    than 10⁵ compiled calls (a tiny ``chunk``).
+    """
+    import os
+    import shutil
+    import tempfile
+    import warnings
+
+    S, N, M, K1, d = spec.n_spectra, len(spec.ns), len(spec.ms), spec.k_max + 1, spec.d
+    C, item = S * N, np.dtype(spec.dtype).itemsize
+    chunk = min(spec.chunk, spec.prompts)
+    batch = -(-chunk // (_device_count() * _PROMPT_BLOCK)) * _device_count() * _PROMPT_BLOCK
+    m = max((int(x) for x in spec.ms if math.isfinite(x)), default=0)
+    drawn_together = 1 if spec.common_random_numbers else min(C, _INDEPENDENT_GROUP)
+    need = (2 * C * K1 + drawn_together * (d * m + m + d * d + 2 * d)) * batch * item
+    physical = _checks.physical_memory()
+    gib = lambda b: f"{b / 2**30:.3g} GiB"  # noqa: E731
+    if need > physical // 2:
+        raise ValueError(
+            f"chunk: one chunk of {chunk} prompts needs ≈ {gib(need)} of memory ({C} cells × k = 0..{spec.k_max}"
+            f"{f', prompts of length m = {m}, d = {d}' if m else ''}) but this machine has {gib(physical)}; "
+            + ("lower chunk (the results do not depend on it)" if chunk > 1 else "lower m, d or the grid")
+        )
+    per_m = C * K1 * spec.prompts * item
+    disk = (M * per_m if out_path is not None else 0) + (per_m if per_m > HOST_MEMORY else 0)
+    if disk:
+        where = os.path.dirname(out_path) if out_path is not None else tempfile.gettempdir()
+        free = shutil.disk_usage(where).free
+        if disk > free:
+            raise ValueError(
+                f"prompts: this sweep writes ≈ {gib(disk)} of per-prompt errors ({C} cells × {K1} k × "
+                f"{spec.prompts} prompts × {M} m × {item} B, for resumption and the exact median) but {where} has "
+                f"{gib(free)} free; use fewer prompts or a smaller grid, or another out"
+            )
+    calls = M * -(-spec.prompts // chunk)
+    if calls > 100_000:
+        warnings.warn(f"chunk: {calls} compiled calls of {chunk} prompts each; a larger chunk is much faster",
+                      RuntimeWarning, stacklevel=3)
 
 
 def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
@@ -694,16 +744,12 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
     forms = theory_on_grid(spec, params)
     engine = _Engine(spec, params)
     chunk = min(spec.chunk, spec.prompts)
-    starts = list(range(0, spec.prompts, chunk))
+    starts = range(0, spec.prompts, chunk)
     np_dtype = np.dtype(spec.dtype)
 
     total = M * C * spec.prompts
-    already = sum(
-        C * (min(st + chunk, spec.prompts) - st)
-        for mi in range(M)
-        for st in starts
-        if (mi, st, min(st + chunk, spec.prompts)) in finished
-    )
+    already = sum(C * (stop - st) for mi, st, stop in finished
+                  if mi < M and st % chunk == 0 and stop == min(st + chunk, spec.prompts))
     bar = None
     if progress:
         from tqdm.auto import tqdm
