@@ -355,3 +355,86 @@ def test_directly_built_covariance_is_validated_by_theory():
     np.testing.assert_allclose(f(jnp.array([1.0, 1.0])), [2.0, 0.5, 0.125])
     with pytest.raises(ValueError, match="cov must be one covariance"):
         tts.gamma(tts.stack([tts.identity(2), tts.identity(2)]), 5)    # jnp.trace would sum the wrong axes
+
+
+# ============================================================================ values against formulas written out here
+def _numpy_power_law(d, alpha):
+    """``λ_i ∝ i^{-α}`` scaled to ``tr Λ = d`` (README convention), float64."""
+    lam = np.arange(1, d + 1, dtype=np.float64) ** (-alpha)
+    return lam * d / lam.sum()
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 2.0])
+def test_thm33_bound_value_is_the_theorem_formula(alpha):
+    """``(d/n²)(1 + Hard)² + (d/m)(1 + Hard)``, ``Hard = tr Λ / λ_min``, for diagonal and rotated Λ and m = ∞."""
+    d = 6
+    lam = _numpy_power_law(d, alpha)
+    hard = lam.sum() / lam.min()
+    rot = tts.rotated(tts.power_law(d, alpha), jax.random.key(3))
+    for cov in (tts.power_law(d, alpha), rot, rot.matrix()):
+        for n, m in ((4, 7), (25, 300), (9, np.inf)):
+            second = 0.0 if np.isinf(m) else (d / m) * (1 + hard)
+            expected = (d / n**2) * (1 + hard) ** 2 + second
+            np.testing.assert_allclose(float(tts.thm33_bound(cov, n, m)), expected, rtol=1e-5)
+
+
+def test_mixture_preconditioner_of_non_commuting_tasks():
+    """Two tasks in different bases (Λ̄ and Q do not commute): ``P = Λ̄ Q⁻¹`` (not ``Q⁻¹ Λ̄``) written out in
+    NumPy, and it is the minimiser of the mixture's one-step loss ``Σ π_ℓ E||P S_ℓ w − w||²`` (with noise:
+    ``Σ π_ℓ E||P b_ℓ − w||²``): every perturbation of P raises the loss by exactly ``tr(ΔP Q ΔPᵀ) > 0``."""
+    d = 4
+    with jax.enable_x64(True):
+        covs = [tts.rotated(tts.power_law(d, 1.5, dtype=jnp.float64), jax.random.key(10)),
+                tts.rotated(tts.power_law(d, 0.7, dtype=jnp.float64), jax.random.key(11))]
+        mats = [np.asarray(c.matrix(), np.float64) for c in covs]
+        ns, probs = np.array([5.0, 30.0]), np.array([0.35, 0.65])
+        for noise in (0.0, 0.6):
+            P = np.asarray(tts.mixture_preconditioner(covs, ns, probs, noise=noise), np.float64)
+            # NumPy reference: Γ = (1 + 1/n) Λ + (tr Λ / n) I, E[b bᵀ] = Γ Λ + σ² Λ / n
+            Gam = [(1 + 1 / n) * L + np.trace(L) / n * np.eye(d) for L, n in zip(mats, ns)]
+            Q = sum(p * (G @ L + noise**2 * L / n) for p, G, L, n in zip(probs, Gam, mats, ns))
+            Lbar = sum(p * L for p, L in zip(probs, mats))
+            assert np.max(np.abs(Lbar @ Q - Q @ Lbar)) > 0.05  # the tasks really do not commute
+            np.testing.assert_allclose(P, Lbar @ np.linalg.inv(Q), rtol=1e-9, atol=1e-11)
+            assert np.max(np.abs(P - np.linalg.inv(Q) @ Lbar)) > 0.01  # the other order is measurably different
+
+            def loss(P):
+                return sum(p * (d - 2 * np.trace(P @ L) + np.trace(P @ (G @ L + noise**2 * L / n) @ P.T))
+                           for p, G, L, n in zip(probs, Gam, mats, ns))
+
+            # the NumPy loss is theory.one_step_error at m = n per task (an independent formula in ttscale)
+            ose = sum(p * float(tts.one_step_error(jnp.asarray(P), c, n, noise)) for p, c, n in zip(probs, covs, ns))
+            np.testing.assert_allclose(loss(P), ose, rtol=1e-9)
+            rng = np.random.default_rng(0)
+            for _ in range(8):
+                dP = 1e-2 * rng.standard_normal((d, d))
+                np.testing.assert_allclose(loss(P + dP) - loss(P), np.trace(dP @ Q @ dP.T), rtol=1e-6)
+                assert loss(P + dP) > loss(P) and loss(P - dP) > loss(P)
+            assert loss(np.linalg.inv(Q) @ Lbar) > loss(P) + 1e-4
+
+
+def test_sweep_overthinking_term_uses_gamma_equal_to_the_inverse_of_p():
+    """The sweep's ``overthinking_term`` for an LSA with given parameters (``P`` SPD, not ``Γ⁻¹`` of the
+    training spectrum): ``Γ = sym(P)⁻¹``, so ``tr(M^{2k})`` with ``M = I − P^{1/2} Σ P^{1/2}``, i.e.
+    ``Σ_i (1 − μ_i)^{2k}`` over the eigenvalues ``μ`` of ``P^{1/2} Σ P^{1/2}`` — computed here in NumPy."""
+    from ttscale.sweep import SweepSpec, theory_on_grid
+
+    d = 4
+    rng = np.random.default_rng(5)
+    U, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    P = (U * np.array([0.25, 0.5, 0.9, 1.4])) @ U.T  # SPD, rotated, far from any Γ(Λ, n)⁻¹
+    params = tts.params_from_preconditioner(jnp.asarray(P, jnp.float32), 1.0)
+    alphas, k_max = (0.0, 1.0), 5
+    spec = SweepSpec(d=d, alphas=alphas, ns=(8.0,), ms=(16.0,), k_max=k_max, prompts=2, model="lsa", params=params)
+    forms = theory_on_grid(spec)
+    P32 = np.asarray(jnp.asarray(P, jnp.float32), np.float64)  # the preconditioner the params carry
+    for s, alpha in enumerate(alphas):
+        Sigma = np.diag(_numpy_power_law(d, alpha))  # test = "aligned": Σ = Λ_s
+        e, V = np.linalg.eigh(P32)
+        root = (V * np.sqrt(e)) @ V.T
+        mu = np.linalg.eigvalsh(root @ Sigma @ root)
+        expected = [np.sum((1 - mu) ** (2 * k)) for k in range(k_max + 1)]
+        np.testing.assert_allclose(forms["overthinking_term"][s, 0], expected, rtol=1e-5)
+        # and it is not Remark 4.1 evaluated with Γ = P (the other reading of "Γ")
+        mu_wrong = np.linalg.eigvalsh(np.linalg.inv(root) @ Sigma @ np.linalg.inv(root))
+        assert abs(np.sum((1 - mu_wrong) ** 2) - expected[1]) > 0.1

@@ -494,3 +494,46 @@ def test_make_model_train_refuses_bad_input():
         training.make_model_train(model, [(lam, 10, 1.0)], 10, 8, "adam")
     with pytest.raises(TypeError, match="model"):
         training.make_model_train("gd", [(lam, 10, 1.0)], 10, 8, adam)
+
+
+# ----------------------------------------------------------------------------- the optimiser's step sizes, exactly
+def _first_update(config, tasks):
+    """The optimiser's first update for an all-ones gradient (constant schedule: ``−step`` per entry)."""
+    theta = T.init_trainable(config)
+    opt = T.make_optimizer(config, tasks, theta)
+    grads = jax.tree_util.tree_map(jnp.ones_like, theta)
+    updates, _ = opt.update(grads, opt.init(theta), theta)
+    return jax.tree_util.tree_map(lambda u: np.asarray(u, np.float64), updates)
+
+
+def test_auto_sgd_step_sizes_are_the_closed_forms():
+    """SGD's auto steps (module docstring): ``2 / (λ_max + λ_min)`` of ``c² Q`` on the x columns of V, ``1 / h_y`` on
+    its y column, ``Q = Σ π (Γ Λ + σ² Λ / n)``, ``h_y = c² Σ π (1 + 2/n)((tr Λ + σ²)² + 2 tr Λ²)`` — written out
+    here in NumPy for a rotated 2-task mixture with label noise; tied c (c = 1) gets ``1 / tr(P Q Pᵀ)``,
+    ``P = Λ̄ Q⁻¹``; Adam's auto step is 5e-2. (A 10 % error in any of them fails at rtol = 1e-4.)"""
+    d = 3
+    covs = [tts.rotated(tts.power_law(d, 1.0), jax.random.key(4)), tts.power_law(d, 0.3)]
+    ns, probs, noise = (5, 12), (0.4, 0.6), 0.5
+    mats = [np.asarray(c.matrix(), np.float64) for c in covs]
+    Q = sum(p * (((1 + 1 / n) * L + np.trace(L) / n * np.eye(d)) @ L + noise**2 * L / n)
+            for p, L, n in zip(probs, mats, ns))
+    h_y1 = sum(p * (1 + 2 / n) * ((np.trace(L) + noise**2) ** 2 + 2 * np.trace(L @ L)) for p, L, n in zip(probs, mats, ns))
+    b = lsa_mod.blocks(d)
+    tasks = tuple(T.Task(c, n) for c, n in zip(covs, ns))
+    for c in (1.0, 0.7):
+        config = T.TrainConfig(d=d, tasks=tasks, probs=probs, noise=noise, c=c, schedule="constant", steps=10, batch=4)
+        ev = np.linalg.eigvalsh(c**2 * Q)
+        lr_x, lr_y = 2 / (ev[-1] + ev[0]), 1 / (c**2 * h_y1)
+        step = -_first_update(config, config.task_arrays())["V"]
+        expected = np.full(step.shape, lr_x)
+        expected[:, b["y"]] = lr_y
+        np.testing.assert_allclose(step, expected, rtol=1e-4)
+        if c == 1.0:
+            block = -_first_update(config.replace(v_mode="block"), config.task_arrays())["V"]
+            np.testing.assert_allclose(block, np.full((d, d), lr_x), rtol=1e-4)
+    tied = T.TrainConfig(d=d, tasks=tasks, probs=probs, noise=noise, schedule="constant", steps=10, batch=4, w_mode="tied")
+    P = sum(p * L for p, L in zip(probs, mats)) @ np.linalg.inv(Q)
+    np.testing.assert_allclose(-_first_update(tied, tied.task_arrays())["c"], 1 / np.trace(P @ Q @ P.T), rtol=1e-4)
+    adam = tied.replace(optimizer="adam")
+    for leaf in jax.tree_util.tree_leaves(_first_update(adam, adam.task_arrays())):
+        np.testing.assert_allclose(leaf, -5e-2, rtol=1e-5)  # Adam's first step: lr · g / |g|

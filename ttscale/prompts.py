@@ -38,7 +38,7 @@ import numpy as np
 
 from ttscale import _checks
 from ttscale import rng as rng_mod
-from ttscale.spectra import Covariance
+from ttscale.spectra import Covariance, apply_root
 
 
 class Prompts(NamedTuple):
@@ -124,9 +124,14 @@ def prompts_from_normals(normals: Normals, cov: Covariance, noise=0.0) -> Prompt
     if normals.Z.shape[-2] != cov.d:
         raise ValueError(f"cov has d={cov.d} but the normals have d={normals.Z.shape[-2]}")
     noise = _check_noise(noise, normals.Z.dtype)
-    X = cov.apply_sqrt(normals.Z)
-    y = jnp.einsum("bdn,bd->bn", X, normals.w) + noise * normals.eps
-    return Prompts(X, y, normals.w)
+    return prompts_from_root(normals.Z, normals.w, normals.eps, cov.root(), noise)
+
+
+def prompts_from_root(Z, w, eps, root, noise) -> Prompts:
+    """``X = A Z``, ``y = Xᵀ w + σ ε`` for a root ``A`` (``[d]`` diagonal or ``[d, d]``); ``ε = None`` means noiseless."""
+    X = apply_root(root, Z)
+    y = jnp.einsum("bdm,bd->bm", X, w)
+    return Prompts(X, y if eps is None else y + noise * eps, w)
 
 
 def sample_prompts(key, cov: Covariance, length: int, batch: int, noise=0.0, start=0) -> Prompts:

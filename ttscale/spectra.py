@@ -89,10 +89,7 @@ class Covariance:
         ``Z [..., d, n]`` (one covariance, any leading batch dims) → ``X [..., d, n]`` with
         ``Cov(X[:, j]) = Λ``. With ``basis=None`` this is an elementwise scale, no matmul.
         """
-        scaled = jnp.sqrt(self.eigenvalues)[:, None] * Z
-        if self.basis is None:
-            return scaled
-        return jnp.einsum("ij,...jn->...in", self.basis, scaled)
+        return apply_root(self.root(), Z)
 
     def apply(self, v: jax.Array) -> jax.Array:
         """``Λ v`` for ``v [..., d]`` (one covariance)."""
@@ -104,6 +101,13 @@ class Covariance:
     def astype(self, dtype) -> "Covariance":
         basis = None if self.basis is None else self.basis.astype(dtype)
         return Covariance(self.eigenvalues.astype(dtype), basis)
+
+
+def apply_root(root: jax.Array, Z: jax.Array) -> jax.Array:
+    """``X = A Z`` for a root ``A`` (:meth:`Covariance.root`: ``[d]`` diagonal or ``[d, d]``) and ``Z [..., d, n]``."""
+    if root.ndim == 1:
+        return root[:, None] * Z
+    return jnp.einsum("ij,...jn->...in", root, Z)
 
 
 def hardness(cov: Covariance) -> jax.Array:

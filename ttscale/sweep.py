@@ -50,8 +50,7 @@ import dataclasses
 import functools
 import json
 import math
-import numbers
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -59,272 +58,20 @@ import numpy as np
 
 from ttscale import _checks, devices, models, summary, theory
 from ttscale import spectra as spectra_mod
-from ttscale.prompts import Prompts, Statistics, draw_normals, whitened_statistics
+from ttscale.prompts import Statistics, draw_normals, prompts_from_root, whitened_statistics
 from ttscale.spectra import Covariance
+from ttscale.sweep_spec import SAMPLER, SweepSpec  # noqa: F401  (re-exported: ttscale.sweep.SweepSpec)
 
-FAMILIES = ("power_law", "explicit")
-TESTS = ("aligned", "identity")
-DTYPES = ("float32", "float64")
 _MEMORY_BUDGET = 128 * 2**20  # bytes of per-cell working memory per chunk (sets the cell group size)
 _INDEPENDENT_GROUP = 4  # at most this many cells vmapped together when each draws its own prompts
 _PROMPT_BLOCK = 8  # prompts per cache-resident block: all k steps run on a block before the next (measured: 8 beat 4096 by ~2-4x on CPU)
 
-#: Version of the random-number scheme (part of :meth:`SweepSpec.identity`: results of an older
-#: scheme are never mixed with, or mistaken for, this one's).
-SAMPLER = "rbg-threefry-counter/1"
-
 #: Number of times a chunk program has been traced (a test asserts it does not grow per chunk).
 TRACE_COUNT = 0
-
-
-# ============================================================================ the spec
-@dataclasses.dataclass(frozen=True, eq=False)
-class SweepSpec:
-    """A sweep: training spectra × training lengths ``ns`` × test lengths ``ms`` × steps ``k = 0..k_max``.
-
-    Fields (all validated on construction; bad input raises ``ValueError``/``TypeError``
-    naming the field before any compute starts):
-
-    * ``d`` — feature dimension.
-    * ``family`` — ``"power_law"`` (training spectra ``λ_i ∝ i^{-α}``, ``tr Λ = trace`` (default
-      ``d``), one per entry of ``alphas``) or ``"explicit"`` (``covariances``: a list of
-      :class:`~ttscale.spectra.Covariance` or dense ``[d, d]`` matrices).
-    * ``test`` — the test covariance ``Σ`` per spectrum: ``"aligned"`` (``Σ = Λ``),
-      ``"identity"`` (``Σ = I``), one covariance for every spectrum, or a list of one per spectrum.
-    * ``ns`` — training prompt lengths (``≥ 1``, ``inf`` allowed); ``ms`` — test prompt lengths
-      (whole numbers ``≥ 1`` or ``inf``).
-    * ``k_max`` (``≥ 0``), ``prompts`` per cell (``≥ 2``), ``chunk`` prompts per compiled call.
-    * ``noise`` — label-noise standard deviation ``σ``.
-    * ``model`` — a :class:`ttscale.models.Model` (any, including one defined outside the package)
-      or a registered name with options: ``"pseudo_newton"`` (``P = Γ(Λ, n)⁻¹``), ``"lsa"`` /
-      ``"lsa:c=0.7"`` / ``"lsa:params=FILE.npz"`` (the literal LSA forward), ``"gd:eta=0.5"``
-      (gradient descent) — see :mod:`ttscale.models`. ``"trained"`` is a deprecated alias of ``"lsa"``
-      with ``params``.
-    * ``params`` — optional per-cell parameters that replace ``model.init``: a pytree shaped like
-      ``model.init``'s output, each leaf either that shape (every cell) or ``[spectra, len(ns), ...]``.
-    * ``seed``, ``dtype`` (``"float32"``/``"float64"``), ``common_random_numbers``.
-
-    The PRNG is threefry (``jax.random.key``): ``"rbg"``/``"unsafe_rbg"`` were measured slower
-    on CPU here and their bits change under ``vmap``, which would break the chunk-size and
-    device-count invariance.
-    """
-
-    d: int = 10
-    family: str = "power_law"
-    alphas: Sequence[float] = (0.0,)
-    covariances: Optional[Sequence[Any]] = None
-    test: Any = "aligned"
-    ns: Sequence[float] = (10.0,)
-    ms: Sequence[float] = (200.0,)
-    k_max: int = 10
-    prompts: int = 4096
-    chunk: int = 4096
-    noise: float = 0.0
-    model: Any = "pseudo_newton"
-    params: Any = None
-    trace: Optional[float] = None
-    seed: int = 0
-    dtype: str = "float32"
-    common_random_numbers: bool = False
-
-    def __post_init__(self):
-        set_ = functools.partial(object.__setattr__, self)
-        d = _checks.static_int("d", self.d, minimum=1)
-        set_("d", d)
-        if self.family not in FAMILIES:
-            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
-        if self.family == "power_law":
-            set_("alphas", _checks.number_tuple("alphas", self.alphas))
-            if self.covariances is not None:
-                raise ValueError('covariances is only used with family="explicit"; leave it None for "power_law"')
-            if self.trace is not None:
-                set_("trace", float(_checks.real_number("trace", self.trace, minimum=0, exclusive=True)))
-        else:
-            if self.covariances is None or isinstance(self.covariances, (str, bytes, Covariance)):
-                raise ValueError('family="explicit" needs covariances: a non-empty list of Covariance or [d, d] matrices')
-            covs = tuple(spectra_mod.one_covariance(f"covariances[{i}]", c, d) for i, c in enumerate(self.covariances))
-            if not covs:
-                raise ValueError("covariances must not be empty")
-            set_("covariances", covs)
-            set_("alphas", ())
-            if self.trace is not None:
-                raise ValueError('trace is only used with family="power_law"')
-        n_spectra = len(self.alphas) if self.family == "power_law" else len(self.covariances)
-        if isinstance(self.test, str):
-            if self.test not in TESTS:
-                raise ValueError(f"test must be one of {TESTS}, a Covariance or a list of them, got {self.test!r}")
-        elif isinstance(self.test, (list, tuple)) and self.test and not isinstance(self.test[0], numbers.Number) and (
-            isinstance(self.test[0], Covariance) or np.ndim(self.test[0]) == 2
-        ):
-            tests = tuple(spectra_mod.one_covariance(f"test[{i}]", t, d) for i, t in enumerate(self.test))
-            if len(tests) != n_spectra:
-                raise ValueError(f"test lists {len(tests)} covariances but there are {n_spectra} spectra")
-            set_("test", tests)
-        else:
-            set_("test", spectra_mod.one_covariance("test", self.test, d))
-        set_("ns", _checks.number_tuple("ns", self.ns, allow_inf=True, minimum=1))
-        set_("ms", _checks.number_tuple("ms", self.ms, allow_inf=True, minimum=1, integer=True))
-        set_("k_max", _checks.static_int("k_max", self.k_max, minimum=0))
-        set_("prompts", _checks.static_int("prompts", self.prompts, minimum=2))
-        if self.prompts > 2**32:
-            raise ValueError(f"prompts must be <= 2**32 (the prompt index is 32-bit), got {self.prompts}")
-        set_("chunk", _checks.static_int("chunk", self.chunk, minimum=1))
-        set_("noise", float(_checks.real_number("noise", self.noise, minimum=0.0)))
-        seed = _checks.static_int("seed", self.seed, minimum=0)
-        if seed >= 2**32:
-            raise ValueError(f"seed must be < 2**32, got {seed}")
-        set_("seed", seed)
-        dtype = self.dtype if isinstance(self.dtype, str) else np.dtype(self.dtype).name
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        set_("dtype", dtype)
-        if not isinstance(self.common_random_numbers, (bool, np.bool_)):
-            raise TypeError(f"common_random_numbers must be a bool, got {type(self.common_random_numbers).__name__}")
-        set_("common_random_numbers", bool(self.common_random_numbers))
-        if isinstance(self.model, str) and self.model.strip() == "trained":  # deprecated alias
-            if self.params is None:
-                raise TypeError('model="trained" needs params: an LSAParams of [D, D] or [spectra, n, D, D] arrays')
-            set_("model", "lsa")
-        model = models.get(self.model)
-        set_("_model", model)
-        if model.finite_m and any(math.isinf(m) for m in self.ms):
-            raise ValueError(
-                f"ms contains inf, but model {model.name!r} needs a finite prompt length (the literal LSA divides by "
-                "ρ = m); use model=\"pseudo_newton\" for m = inf"
-            )
-        if self.params is not None:
-            set_("params", _check_params(self, model, self.params))
-
-    # ------------------------------------------------------------------ derived
-    @property
-    def n_spectra(self) -> int:
-        return len(self.alphas) if self.family == "power_law" else len(self.covariances)
-
-    @property
-    def jnp_dtype(self):
-        return jnp.dtype(self.dtype)
-
-    @property
-    def model_object(self) -> models.Model:
-        """The :class:`ttscale.models.Model` that runs (``model`` resolved through the registry)."""
-        return self._model
-
-    def training_covariances(self, dtype=None) -> Covariance:
-        """Stacked training covariances ``Λ_s`` (eigenvalues ``[S, d]``) in ``dtype`` (default the spec's;
-        ``float64`` needs ``jax_enable_x64``)."""
-        dtype = self.jnp_dtype if dtype is None else jnp.dtype(dtype)
-        if self.family == "power_law":
-            return spectra_mod.power_law(self.d, np.asarray(self.alphas), trace=self.trace, dtype=dtype)
-        return spectra_mod.stack(self.covariances, dtype)
-
-    def test_covariances(self, dtype=None) -> Covariance:
-        """Stacked test covariances ``Σ_s`` (one per spectrum) in ``dtype`` (default the spec's)."""
-        dtype = self.jnp_dtype if dtype is None else jnp.dtype(dtype)
-        if isinstance(self.test, str):
-            if self.test == "aligned":
-                return self.training_covariances(dtype)
-            return Covariance(jnp.ones((self.n_spectra, self.d), dtype))
-        if isinstance(self.test, Covariance):
-            return spectra_mod.stack([self.test] * self.n_spectra, dtype)
-        return spectra_mod.stack(self.test, dtype)
-
-    # ------------------------------------------------------------------ serialisation
-    def to_dict(self) -> dict:
-        """JSON-ready dict of every field (arrays as nested lists)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name == "covariances" and v is not None:
-                v = [spectra_mod.to_json(c) for c in v]
-            elif f.name == "test" and not isinstance(v, str):
-                v = spectra_mod.to_json(v) if isinstance(v, Covariance) else [spectra_mod.to_json(c) for c in v]
-            elif f.name == "model":
-                v = v if isinstance(v, str) else v.name
-            elif f.name == "params" and v is not None:
-                v = {"treedef": str(jax.tree_util.tree_structure(v)),
-                     "leaves": [np.asarray(x).tolist() for x in jax.tree_util.tree_leaves(v)]}
-            elif isinstance(v, tuple):
-                v = list(v)
-            out[f.name] = v
-        return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    def identity(self) -> str:
-        """JSON of what determines the numbers: every field except ``chunk``, plus the sampler version."""
-        d = self.to_dict()
-        d.pop("chunk")
-        d["model"] = self._model.name  # canonical: options sorted, parameter files by content
-        d["sampler"] = SAMPLER
-        return json.dumps(d, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, obj: dict) -> "SweepSpec":
-        obj = dict(obj)
-        if obj.get("covariances") is not None:
-            obj["covariances"] = [spectra_mod.from_json(c) for c in obj["covariances"]]
-        t = obj.get("test")
-        if isinstance(t, dict):
-            obj["test"] = spectra_mod.from_json(t)
-        elif isinstance(t, list):
-            obj["test"] = [spectra_mod.from_json(c) for c in t]
-        if obj.get("params") is not None:
-            template = models.get(obj["model"]).init(spectra_mod.identity(int(obj["d"])), 1.0)
-            treedef = jax.tree_util.tree_structure(template)
-            obj["params"] = jax.tree_util.tree_unflatten(treedef, [np.asarray(x) for x in obj["params"]["leaves"]])
-        obj.pop("c", None)  # files written before models had options
-        return cls(**obj)
-
-    @classmethod
-    def from_json(cls, text: str) -> "SweepSpec":
-        """Inverse of :meth:`to_json` (e.g. ``SweepSpec.from_json(ds.attrs["spec"])`` to re-run a sweep).
-
-        A model given as a :class:`~ttscale.models.Model` object is stored by name: only registered
-        names can be rebuilt from JSON."""
-        return cls.from_dict(json.loads(text))
-
-    def replace(self, **changes) -> "SweepSpec":
-        return dataclasses.replace(self, **changes)
-
-    def __eq__(self, other):
-        return isinstance(other, SweepSpec) and self.to_json() == other.to_json()
-
-    def __hash__(self):
-        return hash(self.to_json())
-
-
-def _check_params(spec: SweepSpec, model: models.Model, params):
-    """Per-cell parameters: each leaf shaped like ``model.init``'s (every cell) or ``[spectra, n, ...]``."""
-    first = jax.tree_util.tree_map(lambda x: x[0], spec.training_covariances(jnp.float32))
-    template = model.init(first, 1.0)
-    t_leaves, treedef = jax.tree_util.tree_flatten(template)
-    leaves, got = jax.tree_util.tree_flatten(params)
-    if got != treedef:
-        raise TypeError(f"params must be shaped like {model.name}'s parameters ({treedef}), got {got}")
-    lead = (spec.n_spectra, len(spec.ns))
-    out = []
-    for t, x in zip(t_leaves, leaves):
-        x = np.asarray(x, np.float64)
-        if x.shape == t.shape:
-            x = np.broadcast_to(x, lead + t.shape).copy()
-        if x.shape != lead + t.shape:
-            raise ValueError(f"params leaves must be {tuple(t.shape)} or [spectra={lead[0]}, n={lead[1]}, ...] = "
-                             f"{lead + tuple(t.shape)}, got {x.shape}")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("params has non-finite entries")
-        out.append(x)
-    return jax.tree_util.tree_unflatten(treedef, out)
-
 
 # ============================================================================ per-cell inputs
 def _x64():
     return jax.enable_x64(True)
-
-
-def _cell_covariances(covs: Covariance, N: int) -> Covariance:
-    """``[S, ...]`` → ``[S, N, ...]`` (each spectrum repeated for every ``n``)."""
-    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], N) + x.shape[1:]), covs)
 
 
 def cell_parameters(spec: SweepSpec):
@@ -337,29 +84,6 @@ def cell_parameters(spec: SweepSpec):
         ns = jnp.asarray(spec.ns, jnp.float64)
         params = jax.vmap(jax.vmap(model.init, in_axes=(None, 0)), in_axes=(0, None))(train, ns)
         return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), params)
-
-
-@functools.partial(jax.jit, static_argnames=("k_max",))
-def _theory_grid(P, train: Covariance, test: Covariance, ns, ms, noise, *, k_max: int):
-    ks = jnp.arange(k_max + 1, dtype=P.dtype)
-    Gamma = jnp.linalg.inv((P + jnp.swapaxes(P, -1, -2)) / 2)  # = Γ(Λ, n) for P = Γ⁻¹
-
-    def cell(P, G, train, test, n):
-        best = theory.best_k(P, test, max(k_max, 1))
-        return dict(
-            limit_error=theory.limit_error(P, test, k_max),
-            one_step_error=jax.vmap(lambda m: theory.one_step_error(P, test, m, noise))(ms),
-            overthinking_term=theory.overthinking_term(G, test, ks),
-            cor35_bound=theory.cor35_bound(train, n, ks),
-            best_k=best.k if k_max >= 1 else jnp.zeros((), jnp.int32),
-            turns_up=best.turns_up if k_max >= 1 else jnp.zeros((), bool),
-            spectral_radius=best.spectral_radius,
-        )
-
-    per_n = jax.vmap(cell, in_axes=(0, 0, None, None, 0))
-    out = jax.vmap(per_n, in_axes=(0, 0, 0, 0, None))(P, Gamma, train, test, ns)
-    out["hardness"] = spectra_mod.hardness(train)
-    return out
 
 
 def theory_on_grid(spec: SweepSpec, params=None) -> Optional[dict]:
@@ -378,7 +102,7 @@ def theory_on_grid(spec: SweepSpec, params=None) -> Optional[dict]:
     params = cell_parameters(spec) if params is None else params
     with _x64(), jax.default_device(jax.devices("cpu")[0]):
         P = jax.vmap(jax.vmap(model.preconditioner))(jax.tree_util.tree_map(jnp.asarray, params))
-        out = _theory_grid(P, spec.training_covariances(jnp.float64), spec.test_covariances(jnp.float64),
+        out = theory.on_grid(P, spec.training_covariances(jnp.float64), spec.test_covariances(jnp.float64),
                            jnp.asarray(spec.ns, jnp.float64), jnp.asarray(spec.ms, jnp.float64),
                            jnp.asarray(spec.noise, jnp.float64), k_max=spec.k_max)
         return {k: np.asarray(v) for k, v in out.items()}
@@ -448,14 +172,11 @@ def _draw(key_data, first, shape: _Shape):
 
 def _data(base, cell, shape: _Shape):
     """What the model reads for one cell, from per-prompt base arrays and the cell's root ``A`` and ``σ``."""
-    noise = cell["noise"]
     if shape.reads == "prompts":
         Z, eps, w = base
-        X = Z * cell["root"][:, None] if cell["root"].ndim == 1 else jnp.einsum("ij,bjm->bim", cell["root"], Z)
-        y = jnp.einsum("bdm,bd->bm", X, w)
-        return Prompts(X, y if eps is None else y + noise * eps, w)
+        return prompts_from_root(Z, w, eps, cell["root"], cell["noise"])
     S_Z, g, ee, w = base
-    return Statistics(S_Z, g, ee, w, cell["root"], noise, math.inf if shape.m is None else float(shape.m))
+    return Statistics(S_Z, g, ee, w, cell["root"], cell["noise"], math.inf if shape.m is None else float(shape.m))
 
 
 def _block_errors(base, cells, shape: _Shape, vmapped: bool):

@@ -21,6 +21,7 @@ raising: :func:`thm33_bound` is ``inf``, :func:`cor35_rate` is ``1`` (no contrac
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Sequence
 
 import jax
@@ -404,3 +405,34 @@ def best_k(P, Sigma, k_max: int) -> BestK:
     turns_up = jnp.any(later & (log_errs > log_errs[idx] + tol))
     rho = jnp.max(jnp.abs(jnp.linalg.eigvals(B))).astype(B.dtype)
     return BestK(idx + 1, errs[idx], turns_up, rho)
+
+
+@functools.partial(jax.jit, static_argnames=("k_max",))
+def on_grid(P, train: Covariance, test: Covariance, ns, ms, noise, *, k_max: int) -> dict:
+    """Every closed form on a grid of cells: ``P [S, N, d, d]`` (each cell's preconditioner), stacked training
+    and test covariances ``[S, d]``, ``ns [N]``, ``ms [M]``, label noise ``σ`` → a dict of arrays.
+
+    ``limit_error``, ``cor35_bound``, ``overthinking_term [S, N, k_max + 1]`` (the latter with
+    ``Γ = sym(P)⁻¹``), ``one_step_error [S, N, M]``, ``best_k``, ``turns_up``, ``spectral_radius [S, N]``
+    (:func:`best_k`; ``best_k = 0`` when ``k_max = 0``), ``hardness [S]``. ``vmap`` of the functions above,
+    one ``jit`` per shape (the sweep calls it in float64).
+    """
+    ks = jnp.arange(k_max + 1, dtype=P.dtype)
+    Gamma = jnp.linalg.inv((P + jnp.swapaxes(P, -1, -2)) / 2)  # = Γ(Λ, n) for P = Γ⁻¹
+
+    def cell(P, G, train, test, n):
+        best = best_k(P, test, max(k_max, 1))
+        return dict(
+            limit_error=limit_error(P, test, k_max),
+            one_step_error=jax.vmap(lambda m: one_step_error(P, test, m, noise))(ms),
+            overthinking_term=overthinking_term(G, test, ks),
+            cor35_bound=cor35_bound(train, n, ks),
+            best_k=best.k if k_max >= 1 else jnp.zeros((), jnp.int32),
+            turns_up=best.turns_up if k_max >= 1 else jnp.zeros((), bool),
+            spectral_radius=best.spectral_radius,
+        )
+
+    per_n = jax.vmap(cell, in_axes=(0, 0, None, None, 0))
+    out = jax.vmap(per_n, in_axes=(0, 0, 0, 0, None))(P, Gamma, train, test, ns)
+    out["hardness"] = hardness(train)
+    return out
