@@ -107,9 +107,30 @@ def test_error_curve_statistics_match_numpy():
         tts.error_curve(errs[:1])
 
 
+def _scans(jaxpr) -> list:
+    """Every ``scan`` equation of a (closed) jaxpr, nested ones (inside pjit, scan, ...) included."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "scan":
+            found.append(eqn)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else (value,):
+                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+                    found += _scans(sub)
+    return found
+
+
 def test_rollout_is_one_scan_and_validates_k():
     P = jnp.eye(3) * 0.5
     prompts = tts.sample_prompts(jax.random.key(0), tts.identity(3), 5, 2)
+    # one lax.scan of length k_max over the steps (not k_max unrolled steps, not a scan per step)
+    params = tts.paper_init(3)
+    for fn in (lambda pr: tts.pseudo_newton_errors(P, pr, 7),
+               lambda pr: jax.vmap(lambda X, y: tts.pseudo_newton_estimates(P, X, y, 7))(pr.X, pr.y),
+               *(lambda pr, m=m: tts.lsa_errors(params, pr, 7, method=m) for m in tts.cot.LSA_METHODS)):
+        scans = _scans(jax.make_jaxpr(fn)(prompts))
+        assert len(scans) == 1 and scans[0].params["length"] == 7, [e.params.get("length") for e in scans]
     assert tts.pseudo_newton_errors(P, prompts, 0).shape == (2, 1)
     with pytest.raises(ValueError, match="k_max"):
         tts.pseudo_newton_errors(P, prompts, -1)

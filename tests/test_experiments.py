@@ -162,3 +162,170 @@ def test_missing_module_skips_cleanly(tmp_path):
     assert res.skipped and "_no_such_module" in res.skipped
     md = report.render_markdown([res], tmp_path)
     assert "SKIPPED" in md
+
+
+# ----------------------------------------------------------------------------- verdict logic on small synthetic datasets
+# Each claims_* function reads only its Dataset; these datasets hold exactly the variables and coords it reads,
+# built so that the verdict is known by construction (HOLDS, PARTLY, DOES NOT HOLD).
+import xarray as xr  # noqa: E402
+
+
+def _verdicts(claims):
+    return {c.name: c.verdict for c in claims}
+
+
+def _scaling_law_ds(d=4, bad_order=(), bad_bound=False, off_cells=0, loose_identity=False):
+    """Geometric errors d r^{2k}, r = (1 + H)/(n + 1 + H) (Cor 3.5), spectra listed out of hardness order.
+
+    ``bad_order``: n-indices where the two hardest spectra swap curves (harder then needs *fewer* k);
+    ``bad_bound``: limit_error above cor35_bound; ``loose_identity``: below it but not equal at Λ = I (Cor 3.5 is exact
+    there); ``off_cells``: m = ∞ cells moved 10 s.e. off the limit."""
+    hard = np.array([2.0 * d, float(d), 4.0 * d])  # spectrum 1 is Λ = I (Hard = d, α = 0)
+    alpha = np.array([0.5, 0.0, 1.0])
+    ns, ks = np.array([10.0, 20.0, 40.0]), np.arange(13)
+    r = (1 + hard[:, None]) / (ns[None, :] + 1 + hard[:, None])  # [S, N]
+    cor = d * r[..., None] ** (2 * ks)  # [S, N, K]
+    lim = cor * np.where((hard == d) & (not loose_identity), 1.0, 0.9)[:, None, None]
+    lim[..., 0] = d
+    if bad_bound:
+        lim = lim * np.where(ks > 0, 1.2, 1.0)
+    curves = lim.copy()
+    for j in bad_order:  # the hardest (spectrum 2) gets the easiest curve at this n, and vice versa
+        curves[[0, 2], j] = curves[[2, 0], j]
+    se = 0.01 * lim
+    mean = np.stack([curves * 1.02, lim + 0.5 * se], axis=2)  # [S, N, M, K], m = 50, inf
+    flat = mean[:, :, 1, 1:].reshape(-1)
+    flat[:off_cells] += 10 * se[:, :, 1:].reshape(-1)[:off_cells]
+    mean[:, :, 1, 1:] = flat.reshape(mean[:, :, 1, 1:].shape)
+    stderr = np.stack([se, se], axis=2)
+    return xr.Dataset(
+        {"mean": (("spectrum", "n", "m", "k"), mean), "stderr": (("spectrum", "n", "m", "k"), stderr),
+         "limit_error": (("spectrum", "n", "k"), lim), "cor35_bound": (("spectrum", "n", "k"), cor)},
+        coords={"spectrum": np.arange(3), "hardness": ("spectrum", hard), "alpha": ("spectrum", alpha),
+                "n": ns, "m": [50.0, math.inf], "k": ks},
+        attrs={"levels": [1.0, 0.1, 0.01]})
+
+
+def test_claims_scaling_law_verdicts():
+    good = _verdicts(ex.claims_scaling_law(_scaling_law_ds()))
+    assert good == {"harder_needs_more_k": ex.HOLDS, "cor35_bound": ex.HOLDS, "simulation_matches_limit": ex.HOLDS}
+    # one of 6 adjacent (hardness-sorted) pairs out of order: 5/6 ≥ 0.75 → PARTLY; 5 of 108 cells off → 95 % → PARTLY
+    part = ex.claims_scaling_law(_scaling_law_ds(bad_order=(1,), off_cells=5))
+    assert _verdicts(part) == {"harder_needs_more_k": ex.PARTLY, "cor35_bound": ex.HOLDS, "simulation_matches_limit": ex.PARTLY}
+    assert part[0].value == pytest.approx(5 / 6)
+    assert part[2].value == pytest.approx(103 / 108)
+    bad = _verdicts(ex.claims_scaling_law(_scaling_law_ds(bad_order=(0, 1, 2), bad_bound=True, off_cells=20)))
+    assert bad == {"harder_needs_more_k": ex.FAILS, "cor35_bound": ex.FAILS, "simulation_matches_limit": ex.FAILS}
+    assert _verdicts(ex.claims_scaling_law(_scaling_law_ds(loose_identity=True)))["cor35_bound"] == ex.FAILS
+
+
+def _theorem33_ds(z=0.5, bound_gap=0.1, decreasing=False, z_off=0):
+    """Exact one-step errors rising with Hard; Monte Carlo ``z`` s.e. off; the bound ``bound_gap`` above."""
+    hard = np.array([20.0, 5.0, 10.0])
+    ns, ms = np.array([5.0, 20.0]), np.array([10.0, 100.0, math.inf])
+    grow = 1 + (40.0 / hard if decreasing else hard)  # rising with Hard, or falling
+    exact = grow[:, None, None] / ns[None, :, None] + 1 / ms[None, None, :]  # [S, N, M]
+    se = 0.01 * exact
+    mc = exact + z * se
+    mc.reshape(-1)[:z_off] += 10 * se.reshape(-1)[:z_off]
+    ks = np.arange(3)
+    mean = np.stack([np.full_like(exact, 4.0), mc, 0.5 * mc], axis=-1)
+    stderr = np.stack([np.zeros_like(se), se, se], axis=-1)
+    return xr.Dataset(
+        {"mean": (("spectrum", "n", "m", "k"), mean), "stderr": (("spectrum", "n", "m", "k"), stderr),
+         "one_step_error": (("spectrum", "n", "m"), exact), "thm33_bound": (("spectrum", "n", "m"), exact + bound_gap)},
+        coords={"spectrum": np.arange(3), "hardness": ("spectrum", hard), "n": ns, "m": ms, "k": ks})
+
+
+def test_claims_theorem33_verdicts():
+    assert _verdicts(ex.claims_theorem33(_theorem33_ds())) == {
+        "exact_one_step": ex.HOLDS, "thm33_bound_holds": ex.HOLDS, "harder_larger_one_step": ex.HOLDS}
+    # 1 of 12 finite-m cells 10.5 s.e. off: 11/12 ≥ 0.9 → PARTLY; the bound below the exact error → DOES NOT HOLD
+    part = ex.claims_theorem33(_theorem33_ds(z_off=1, bound_gap=-0.01))
+    assert _verdicts(part) == {"exact_one_step": ex.PARTLY, "thm33_bound_holds": ex.FAILS, "harder_larger_one_step": ex.HOLDS}
+    assert part[0].value == pytest.approx(11 / 12) and part[1].value == pytest.approx(-0.01)
+    bad = ex.claims_theorem33(_theorem33_ds(z=6.0, decreasing=True))
+    assert _verdicts(bad) == {"exact_one_step": ex.FAILS, "thm33_bound_holds": ex.HOLDS, "harder_larger_one_step": ex.FAILS}
+    assert bad[2].value == 0.0
+
+
+def _best_k_ds(shift, ov_gap=0.0):
+    """Mean error ``(k − k*)² + 1`` (argmin k* per cell, the same at both m); ``best_k = k* + shift`` per cell;
+    ``overthinking_term`` a relative ``ov_gap`` off ``limit_error``."""
+    kstar = np.array([[2, 5], [8, 11]])  # [spectrum, n]
+    ks = np.arange(16)
+    curve = (ks[None, None, :] - kstar[..., None]) ** 2 + 1.0
+    mean = np.stack([curve, curve], axis=2)  # m = 40, inf
+    lim = 10.0 * 0.8 ** ks * np.ones((2, 2, 1))
+    return xr.Dataset(
+        {"mean": (("spectrum", "n", "m", "k"), mean), "stderr": (("spectrum", "n", "m", "k"), np.full(mean.shape, 0.01)),
+         "best_k": (("spectrum", "n"), kstar + np.reshape(shift, (2, 2))),
+         "limit_error": (("spectrum", "n", "k"), lim), "overthinking_term": (("spectrum", "n", "k"), lim * (1 + ov_gap))},
+        coords={"spectrum": np.arange(2), "scale": ("spectrum", [1.2, 2.0]), "n": [10.0, 30.0], "m": [40.0, math.inf], "k": ks})
+
+
+def test_claims_best_k_verdicts():
+    good = ex.claims_best_k(_best_k_ds((0, 1, -1, 1)))  # within max(1, 10 %) of the argmin in every cell
+    assert _verdicts(good) == {"best_k_m40": ex.HOLDS, "best_k_minf": ex.HOLDS, "overthinking_term_exact_diagonal": ex.HOLDS}
+    # 3 of 4 cells hit: HOLDS at finite m (threshold 75 %), only PARTLY at m = ∞ (threshold 90 %)
+    part = ex.claims_best_k(_best_k_ds((0, 0, 0, 3), ov_gap=0.01))
+    assert _verdicts(part) == {"best_k_m40": ex.HOLDS, "best_k_minf": ex.PARTLY, "overthinking_term_exact_diagonal": ex.FAILS}
+    assert part[0].value == pytest.approx(0.75) and part[2].value == pytest.approx(0.01)
+    bad = _verdicts(ex.claims_best_k(_best_k_ds((3, -2, 4, 3))))
+    assert bad["best_k_m40"] == ex.FAILS and bad["best_k_minf"] == ex.FAILS
+
+
+def _selection_ds(at_least_half=(1.0, 1.0, 1.0), rankings=None, crit_mean=(0.5, 0.6, 0.55)):
+    """The prefixed variables claims_task_selection reads: ``table__*`` over mixtures, ``cmp__mean/stderr`` over (mixture, k)."""
+    paper = "Hard-Long > Hard-Short > Easy-Long > Easy-Short"
+    mix = ["qp", "qp-length", "exact", "uniform"]
+    rankings = rankings or (paper, paper, paper)
+    cmp_mix = ["qp", "qp-length", "exact", "uniform", "easy-only"]
+    ks = np.arange(6)
+    at_k = np.array(list(crit_mean) + [1.0, 1.4])
+    mean = np.outer(at_k, 0.9 ** ks)
+    return xr.Dataset(
+        {"table__hard_mass": ("table__mixture", [0.7, 0.65, 0.6, 0.5]),
+         "table__hard_mass_at_least_half": ("table__mixture", list(at_least_half) + [0.5]),
+         "table__ranking": ("table__mixture", list(rankings) + ["Easy-Long > Hard-Long > Hard-Short > Easy-Short"]),
+         "cmp__mean": (("cmp__mixture", "cmp__k"), mean), "cmp__stderr": (("cmp__mixture", "cmp__k"), np.full(mean.shape, 0.01))},
+        coords={"table__mixture": mix, "cmp__mixture": cmp_mix, "cmp__k": ks})
+
+
+def test_claims_task_selection_verdicts():
+    assert _verdicts(ex.claims_task_selection(_selection_ds())) == {
+        "hard_mass_half": ex.HOLDS, "type_ranking": ex.HOLDS, "selected_scales_better": ex.HOLDS}
+    other = "Hard-Long > Easy-Long > Hard-Short > Easy-Short"
+    # mean fraction 0.8 (< 0.95); one criterion of three ranks like the paper; exact's k = 5 error is below
+    # uniform's by less than 2 + 2 s.e. (not a win) but beats easy-only: 5 of 6 pairs
+    part = ex.claims_task_selection(_selection_ds((1.0, 0.9, 0.5), (other, "Hard-Long > Hard-Short > Easy-Long > Easy-Short", other),
+                                                  crit_mean=(0.5, 0.6, 0.99)))
+    assert _verdicts(part) == {"hard_mass_half": ex.PARTLY, "type_ranking": ex.PARTLY, "selected_scales_better": ex.PARTLY}
+    assert part[0].value == pytest.approx(0.8) and part[2].value == pytest.approx(5 / 6)
+    bad = ex.claims_task_selection(_selection_ds((0.2, 0.4, 0.3), (other,) * 3, crit_mean=(1.5, 1.6, 1.7)))
+    assert _verdicts(bad) == {"hard_mass_half": ex.FAILS, "type_ranking": ex.FAILS, "selected_scales_better": ex.FAILS}
+
+
+def _gpt2_ds(short_reaches=True, tilted_rises=(True, True), ratios=((1.0, 1.1), (1.2, 0.9))):
+    """Aligned: n = 4 falls geometrically (reaches n = 8's k = 1 error, or plateaus above it); tilted: falls then
+    rises (or keeps falling) per n; ``k1_ratio`` per (scenario, n)."""
+    ks, ns = np.arange(9), np.array([4.0, 8.0])
+    aligned_short = 3.0 * 0.6 ** ks if short_reaches else np.maximum(3.0 * 0.6 ** ks, 1.5)
+    aligned_long = 3.0 * 0.3 ** ks  # target: 0.9 at k = 1
+    tilted = [(ks - 3.0) ** 2 * 0.2 + 1.0 if rises else 3.0 * 0.8 ** ks for rises in tilted_rises]
+    gpt2_mean = np.array([[aligned_short, aligned_long], tilted])  # [scenario, n, k]
+    return xr.Dataset(
+        {"gpt2_mean": (("scenario", "n", "k"), gpt2_mean), "gpt2_stderr": (("scenario", "n", "k"), np.full(gpt2_mean.shape, 0.01)),
+         "lsa_mean": (("scenario", "n", "k"), 0.9 * gpt2_mean), "k1_ratio": (("scenario", "n"), np.asarray(ratios))},
+        coords={"scenario": ["aligned", "tilted"], "n": ns, "k": ks})
+
+
+def test_claims_gpt2_verdicts():
+    good = ex.claims_gpt2(_gpt2_ds())
+    assert _verdicts(good) == {"gpt2_k_compensates_n": ex.HOLDS, "gpt2_overthinking": ex.HOLDS, "gpt2_in_distribution": ex.HOLDS}
+    assert good[0].value == pytest.approx(math.log(3.0 / 0.9) / math.log(1 / 0.6), rel=1e-6)  # crossing of 3·0.6^k and 0.9
+    part = ex.claims_gpt2(_gpt2_ds(tilted_rises=(True, False), ratios=((1.0, 1.5), (1.3, 2.0))))
+    assert _verdicts(part) == {"gpt2_k_compensates_n": ex.HOLDS, "gpt2_overthinking": ex.PARTLY, "gpt2_in_distribution": ex.PARTLY}
+    assert part[1].value == 0.5 and part[2].value == 2.0
+    bad = _verdicts(ex.claims_gpt2(_gpt2_ds(short_reaches=False, tilted_rises=(False, False), ratios=((1.3, 1.5), (2.0, 1.26)))))
+    assert bad == {"gpt2_k_compensates_n": ex.FAILS, "gpt2_overthinking": ex.FAILS, "gpt2_in_distribution": ex.FAILS}

@@ -129,9 +129,9 @@ def test_training_beats_trivial_predictor(trained):
 def test_optimizer_is_adam_at_the_configured_learning_rate():
     """Adam's first update is ``−lr · g / (|g| + ε)`` per entry: magnitude exactly ``lr`` whatever the gradient's
     scale (with and without the global-norm clip), so the configured learning rate is the step actually taken."""
-    cfg = G.GPT2TrainConfig(model=G.gpt2_config("tiny", d=D, max_len=N + K), n=N, learning_rate=3e-3)
+    cfg = G.GPT2TrainConfig(model=G.gpt2_config("tiny", d=D, max_len=N + K), n=N, protocol="single_step", learning_rate=3e-3)
     params = {"a": jnp.zeros((3,)), "b": jnp.zeros((2, 2))}
-    grads = {"a": jnp.array([0.2, -7.0, 1e-3]), "b": jnp.array([[5.0, -0.5], [0.05, -30.0]])}
+    grads = {"a": jnp.array([0.2, -7.0, 0.1]), "b": jnp.array([[5.0, -0.5], [0.05, -30.0]])}
     for clip in (1.0, 0.0):
         tx = G.make_optimizer(dataclasses.replace(cfg, clip=clip))
         updates, _ = tx.update(grads, tx.init(params), params)
@@ -200,12 +200,17 @@ def test_bad_inputs(model, prompts):
 
 
 def _fake_dataset():
+    """Every cell different (GPT-2 vs LSA, scenario, n, k), so the plot and the summary must read the right one."""
     import xarray as xr
 
     ks, ns = np.arange(4), np.array([4.0, 6.0])
-    curve = np.broadcast_to(2.0 * 0.5 ** ks, (2, 2, 4)).copy()
-    data = {f"{m}_{s}": (("scenario", "n", "k"), curve) for m in ("gpt2", "lsa") for s in ("mean", "stderr", "median")}
-    data.update({v: (("scenario", "n"), np.ones((2, 2))) for v in ("k1_ratio", "k1_gpt2", "k1_lsa", "train_seconds")})
+    scale = np.array([1.0, 3.0])[:, None, None] * np.array([1.0, 0.5])[None, :, None]  # [scenario, n, 1]
+    data = {}
+    for i, m in enumerate(("gpt2", "lsa")):
+        for j, s in enumerate(("mean", "stderr", "median")):
+            data[f"{m}_{s}"] = (("scenario", "n", "k"), (1.0 + i + 0.1 * j) * scale * 0.5 ** ks)
+    data["k1_ratio"] = (("scenario", "n"), np.array([[1.25, 0.8], [1.5, 2.0]]))
+    data.update({v: (("scenario", "n"), np.ones((2, 2))) for v in ("k1_gpt2", "k1_lsa", "train_seconds")})
     data["train_loss"] = (("scenario", "n", "step"), np.ones((2, 2, 60)))
     return xr.Dataset(data, coords={"scenario": list(G.SCENARIOS), "n": ns, "k": ks, "step": np.arange(60)},
                       attrs={"protocol": "self_rollout", "parameters": 1})
@@ -214,10 +219,23 @@ def _fake_dataset():
 def test_plot_and_summary_from_dataset():
     from ttscale.commands.gpt2 import summary_lines
 
-    fig = G.plot_gpt2(_fake_dataset())
+    ds = _fake_dataset()
+    fig = G.plot_gpt2(ds)
     assert len(fig.axes) == 4 and len(fig.axes[0].lines) == 4  # GPT-2 + LSA per n
-    lines = summary_lines(_fake_dataset())
-    assert any("k=1 in-distribution gpt2/lsa = 1.000" in line for line in lines)
+    # axes are (scenario row, statistic column); lines alternate GPT-2 (solid), LSA (dashed) per n
+    for r, scenario in enumerate(G.SCENARIOS):
+        for c, stat in enumerate(("mean", "median")):
+            lines = fig.axes[2 * r + c].lines
+            for j, n in enumerate(ds.n.values):
+                for line, model in zip(lines[2 * j: 2 * j + 2], ("gpt2", "lsa")):
+                    expected = ds[f"{model}_{stat}"].sel(scenario=scenario, n=n).values
+                    np.testing.assert_allclose(line.get_ydata(), expected)
+    text = summary_lines(ds)
+    for scenario, ratios in zip(G.SCENARIOS, ([1.25, 0.8], [1.5, 2.0])):
+        for n, ratio in zip((4, 6), ratios):
+            assert any(line.split()[:3] == [scenario, "n=", str(n)] and f"gpt2/lsa = {ratio:.3f}" in line for line in text), (scenario, n)
+    mean_row = " ".join(next(line for line in text if line.split()[:4] == ["tilted", "n=", "6", "mean"]).split())
+    assert "gpt2: 1.5 0.75 0.375 0.188 | lsa: 3 1.5 0.75 0.375" in mean_row  # 1.5 · 0.5^k, and 2× that for the LSA
 
 
 @pytest.mark.full

@@ -30,22 +30,29 @@ SLOW = {"04_gpt2"}
 CASES = [pytest.param(p, marks=pytest.mark.full) if p.stem in SLOW else p for p in NOTEBOOKS]
 
 
+# Notebooks that draw a figure: each must show it (an ``image/png`` output of the inline backend).
+# 04_gpt2 prints its tables and draws no figure.
+FIGURES = {"01_test_time_scaling", "02_overthinking", "03_task_selection"}
+
+
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nb = nbformat.read(path, as_version=4)
     probe = nbformat.v4.new_code_cell("import sys, os\nprint(os.path.realpath(sys.executable))")
     nb.cells.insert(0, probe)
-    env_before = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = "Agg"
+    # the kernel must be able to display figures as a user's would: no MPLBACKEND=Agg inherited from the test
+    # environment (ipykernel then defaults to the inline backend; the notebooks also ask for it)
+    env_before = os.environ.pop("MPLBACKEND", None)
     try:
         _client(nb, tmp_path).execute()
     finally:
-        if env_before is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
+        if env_before is not None:
             os.environ["MPLBACKEND"] = env_before
     printed = "".join(o.get("text", "") for o in nb.cells[0].outputs).strip()
     assert printed == os.path.realpath(sys.executable), f"kernel ran {printed}, tests run {sys.executable}"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    if path.stem in FIGURES:
+        assert images, f"{path.name} draws a figure but shows none (no image/png output: is a non-inline backend forced?)"

@@ -1041,9 +1041,6 @@ def run_preset(name, size: str = "quick", out=None, progress: bool = True, confi
         result.claims = [Claim("claims", f"claims of {preset.name}", f"could not be computed: {type(exc).__name__}: {exc}", SKIPPED, preset=preset.name)]
     fig = None
     if out is not None and save_figures:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
         try:

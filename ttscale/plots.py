@@ -15,14 +15,9 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
-
-if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "cairo", "module://matplotlib_inline.backend_inline"):
-    matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
+import matplotlib.pyplot as plt  # the backend is matplotlib's choice: Agg when headless, inline in notebooks
+import numpy as np
+import xarray as xr
 
 N_RANGE = (8.0, 50.0)
 _CMAP = "plasma"
