@@ -248,3 +248,28 @@ def test_experiment_and_gpu_script_tiny(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("gpt2_self_rollout.npz", "gpt2_single_step.png", "timings.json"):
         assert (out / name).exists()
+
+
+# ----------------------------------------------------------------------------- reliability: argument validation
+def test_directly_built_covariances_seeds_and_scenarios_are_validated(model):
+    cfg = G.GPT2TrainConfig(model=model.config, n=N, protocol="single_step", steps=1)
+    for cov, error, text in [
+        (tts.Covariance(jnp.array([1.0, -1.0])), ValueError, r"cov\.eigenvalues must be non-negative"),
+        (tts.Covariance(jnp.array([1.0, jnp.nan])), ValueError, r"cov\.eigenvalues has non-finite"),
+        (tts.Covariance(jnp.ones(D) + 0j), TypeError, r"cov\.eigenvalues must be a real"),
+        (tts.Covariance(jnp.ones(D), jnp.ones((D, D))), ValueError, r"cov\.basis must be orthonormal"),
+    ]:
+        with pytest.raises(error, match=text):
+            G.train_gpt2(cfg, cov, 0, progress=False)
+    with pytest.raises(ValueError, match=r"key: an int seed must lie in 0\.\.2\*\*32 - 1"):
+        G.train_gpt2(cfg, tts.identity(D), 10**20, progress=False)
+    with pytest.raises(ValueError, match="key: an int seed"):
+        G.init_gpt2(model.config, -1)
+    with pytest.raises(ValueError, match="scenarios must list at least one"):
+        G.gpt2_experiment("tiny", scenarios=())
+    with pytest.raises(TypeError, match="scenarios must be a tuple"):
+        G.gpt2_experiment("tiny", scenarios="aligned")
+    with pytest.raises(ValueError, match="must not repeat"):
+        G.gpt2_experiment("tiny", scenarios=("aligned", "aligned"))
+    with pytest.raises(ValueError, match="seed must be < 2"):
+        G.gpt2_experiment("tiny", seed=2**40)

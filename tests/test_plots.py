@@ -95,3 +95,30 @@ def test_plot_command_writes_pngs(sweep_ds, tmp_path):
     assert cli.main(["plot", str(path), "--out", str(out), "--stat", "median"]) == 0
     assert (out / "sweep_curves.png").exists()
     assert cli.main(["plot", str(tmp_path / "missing.nc")]) == 2
+
+
+def test_plot_command_bad_files_and_full_disk_are_one_line(sweep_ds, tmp_path, capsys, monkeypatch):
+    """Not a netCDF file, a missing file, a directory: exit 2 naming the file; ENOSPC while saving: exit 1."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    from ttscale import cli
+
+    garbage = tmp_path / "garbage.nc"
+    garbage.write_text("not netCDF\n")
+    for target, text in ((garbage, "not a readable netCDF dataset"), (tmp_path / "missing.nc", "no such file"),
+                         (tmp_path, "not a regular file")):
+        assert cli.main(["plot", str(target)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith("ttscale plot: error: FILE.nc") and text in err, err
+    path = tmp_path / "sweep.nc"
+    ex._save_nc(sweep_ds, path)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    assert cli.main(["plot", str(path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no space left on the device" in err

@@ -306,3 +306,60 @@ def test_report_quick_trained_mixtures(tmp_path):
     # the exact criterion's mixture beats easy-only on the hard target at k = 5 (beyond 4 s.e.)
     a, b = cmp.sel(mixture="exact", k=5), cmp.sel(mixture="easy-only", k=5)
     assert float(a["mean"] + 4 * a["stderr"]) < float(b["mean"] - 4 * b["stderr"])
+
+
+# ----------------------------------------------------------------------------- reliability: no NaN answers, checked covariances
+def test_select_mixture_refuses_a_non_finite_objective():
+    """CoT diverges on a very tilted target for every mixture, so ||(I − P(π)Σ)^k||² overflows at k = 300: an
+    error saying so, not the uniform start reported as the selected mixture with objective inf/nan."""
+    pool = sel.task_pool([power_law(4, 0.2), power_law(4, 0.8)], [20, 20])
+    with pytest.raises(FloatingPointError, match=r"criterion 'exact' is not finite at k=300.*no mixture was selected"):
+        sel.select_mixture(pool, power_law(4, 6.0), "exact", k=300, iters=5)
+    # under vmap (selection_study) the caller reads the values: no concrete check there
+    out = jax.vmap(lambda S: sel.select_mixture(pool, S, "exact", k=300, iters=5))(power_law(4, jnp.asarray([6.0])))
+    assert not np.all(np.isfinite(np.asarray(out.objective)))
+
+
+def test_directly_built_covariances_are_checked_in_pools_and_targets():
+    """Covariance(...) built directly (complex, NaN basis, non-orthonormal basis) is refused by task_pool and by
+    every target entry point, naming the argument."""
+    good = power_law(3, 0.5)
+    complex_cov = Covariance(jnp.ones(3) + 0j)
+    skewed = Covariance(jnp.ones(3), jnp.ones((3, 3)))
+    with pytest.raises(TypeError, match=r"covs\[1\]\.eigenvalues must be a real"):
+        sel.task_pool([good, complex_cov], [5, 5])
+    with pytest.raises(ValueError, match=r"covs\[0\]\.basis must be orthonormal"):
+        sel.task_pool([skewed, good], [5, 5])
+    with pytest.raises(ValueError, match=r"covs\[0\]\.basis has non-finite"):
+        sel.task_pool([Covariance(jnp.ones(3), jnp.full((3, 3), jnp.nan))], [5])
+    with pytest.raises(ValueError, match=r"covs\.basis must be orthonormal"):
+        sel.task_pool(Covariance(jnp.ones((2, 3)), jnp.ones((2, 3, 3))), [5, 5])
+    with pytest.raises(TypeError, match=r"covs\.eigenvalues must be a real"):
+        sel.task_pool(Covariance(jnp.ones((2, 3)) + 0j), [5, 5])
+    pool = sel.task_pool([good, power_law(3, 1.0)], [5, 10])
+    with pytest.raises(TypeError, match=r"Sigma\.eigenvalues must be a real"):
+        sel.select_mixture(pool, complex_cov)
+    with pytest.raises(ValueError, match=r"Sigma\.basis must be orthonormal"):
+        sel.exact_errors(pool, skewed, jnp.asarray([0.5, 0.5]), 3)
+
+
+def test_cli_select_names_the_file_for_bad_covariance_files(tmp_path, capsys):
+    from ttscale.cli import main
+
+    d = 4
+    cases = {
+        "complex.npy": (np.ones(d) + 1j, "holds complex numbers"),
+        "complex_matrix.npy": (np.eye(d) + 1j * np.eye(d), "holds complex numbers"),
+        "nan.npy": (np.r_[np.ones(d - 1), np.nan], "non-finite"),
+        "zero.npy": (np.zeros(d), "singular"),
+        "neg_matrix.npy": (-np.eye(d), "positive semi-definite"),
+    }
+    for name, (arr, text) in cases.items():
+        np.save(tmp_path / name, arr)
+        assert main(["select", "--d", str(d), "--target", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"--target {tmp_path / name}" in err and text in err, err
+    np.savez(tmp_path / "pool.npz", eigenvalues=np.ones((2, d)), basis=np.ones((2, d, d)), n=np.array([20, 20]))
+    assert main(["select", "--pool", str(tmp_path / "pool.npz"), "--target", "identity"]) == 2
+    err = capsys.readouterr().err
+    assert f"--pool {tmp_path / 'pool.npz'}: tasks[0]: basis must be orthonormal" in err

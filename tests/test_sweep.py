@@ -685,7 +685,7 @@ def test_impossible_sizes_are_refused_before_compute_with_the_numbers(tmp_path, 
     monkeypatch.setattr(sweep, "_run", lambda *a, **k: pytest.fail("compute started"))
     with pytest.raises(ValueError, match=r"prompts must be <= 2\*\*32"):
         SweepSpec(d=3, ns=(10.0,), ms=(10.0,), k_max=2, prompts=5_000_000_000, chunk=16)
-    with pytest.raises(ValueError, match=r"chunk: one chunk of 4096 prompts needs .* GiB of memory .* lower chunk"):
+    with pytest.raises(ValueError, match=r"chunk: one chunk of 4096 prompts .* needs ≈ .* GiB of memory.*lower chunk"):
         run_sweep(SweepSpec(d=3, ns=(10.0,), ms=(3e7,), k_max=2, prompts=4096), progress=False)
     with pytest.raises(ValueError, match=r"lower m, d or the grid"):
         run_sweep(SweepSpec(d=100_000, ns=(10.0,), ms=(10.0,), k_max=2, prompts=2, chunk=1), progress=False)

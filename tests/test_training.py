@@ -537,3 +537,101 @@ def test_auto_sgd_step_sizes_are_the_closed_forms():
     adam = tied.replace(optimizer="adam")
     for leaf in jax.tree_util.tree_leaves(_first_update(adam, adam.task_arrays())):
         np.testing.assert_allclose(leaf, -5e-2, rtol=1e-5)  # Adam's first step: lr · g / |g|
+
+
+# ----------------------------------------------------------------------------- reliability: divergence, validation, resume
+def _diverging_config(**changes) -> T.TrainConfig:
+    """SGD at learning rate 1e6 on Λ = I: the loss is inf by step 4."""
+    return T.TrainConfig(d=3, tasks=(T.Task(tts.identity(3), 5),), steps=6, batch=8, learning_rate=1e6, **changes)
+
+
+def test_fit_and_make_train_refuse_to_return_a_diverged_run(tmp_path):
+    """A run whose loss or parameters stop being finite stops with FloatingPointError naming the step and what to
+    change; fit writes no params.npz and no checkpoint beyond the last finite one."""
+    config = _diverging_config()
+    out = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match=r"training diverged at step \d of 6 \(loss inf.*lower learning_rate"):
+        T.fit(config, jax.random.key(0), out=str(out), chunk=2, progress=False)
+    assert not (out / T.PARAMS).exists()
+    if (out / T.CHECKPOINT).exists():  # the chunks before the divergence, all finite
+        with np.load(out / T.CHECKPOINT) as data:
+            assert all(np.all(np.isfinite(data[k])) for k in data.files if k.startswith("leaf_") or k == "losses")
+    with pytest.raises(FloatingPointError, match=r"training diverged at step \d of 6"):
+        T.make_train(config)(jax.random.key(0))
+    tasks = T.stack_task_arrays([config.task_arrays()] * 2)
+    with pytest.raises(FloatingPointError, match=r"model 0 \(2 of 2 models diverged\)"):
+        T.make_train_batched(config)(jax.random.split(jax.random.key(0), 2), tasks)
+
+
+def test_cli_train_divergence_is_an_error_and_writes_no_params(tmp_path, capsys):
+    from ttscale import cli
+
+    out = tmp_path / "run"
+    argv = ["train", "--d", "3", "--n", "5", "--steps", "6", "--batch", "8", "--lr", "1e6", "--no-progress",
+            "--chunk", "2", "--out", str(out)]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("ttscale train: error: training diverged at step")
+    assert "--lr" in err and "fresh out directory" in err
+    assert not (out / T.PARAMS).exists() and not (out / "losses.csv").exists()
+
+
+def test_directly_built_covariances_are_validated():
+    """A Covariance(...) built directly skips the constructors' checks: Task, TrainConfig, make_task_arrays
+    (and so fit and make_train) run check_covariance and name the argument."""
+    bad = {
+        "negative": (ValueError, tts.Covariance(jnp.array([1.0, -1.0, 1.0])), "non-negative"),
+        "nan": (ValueError, tts.Covariance(jnp.array([1.0, jnp.nan, 1.0])), "non-finite"),
+        "complex": (TypeError, tts.Covariance(jnp.array([1.0, 1.0, 1.0]) + 0j), "real floating"),
+        "basis": (ValueError, tts.Covariance(jnp.ones(3), jnp.ones((3, 3))), "orthonormal"),
+    }
+    for kind, (error, cov, text) in bad.items():
+        with pytest.raises(error, match=rf"Task\.cov\..*{text}"):
+            T.Task(cov, 5)
+        with pytest.raises(error, match=rf"covs\[0\]\..*{text}"):
+            T.make_task_arrays([cov], [5])
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
+    """config.json deleted: the config stored inside checkpoint.npz still refuses another config, naming the
+    directory and the differing fields; the original config resumes (and config.json is written again)."""
+    config = T.TrainConfig(d=3, tasks=(T.Task(tts.identity(3), 5),), steps=6, batch=8)
+    key = jax.random.key(3)
+    out = tmp_path / "run"
+
+    def stop(step, losses):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(config, key, out=str(out), chunk=2, progress=False, callback=stop)
+    (out / T.CONFIG).unlink()
+    with pytest.raises(ValueError, match=rf"{out} holds a training run with a different config.*batch \(8 → 16\)"):
+        T.fit(config.replace(batch=16), key, out=str(out), chunk=2, progress=False)
+    other = T.TrainConfig(d=3, tasks=(T.Task(tts.power_law(3, 1.0), 7),), steps=6, batch=8)
+    with pytest.raises(ValueError, match=r"tasks\[0\]\.eigenvalues, tasks\[0\]\.n \(5 → 7\)"):
+        T.fit(other, key, out=str(out), chunk=2, progress=False)
+    seen = []
+    T.fit(config, key, out=str(out), chunk=2, progress=False, callback=lambda s, l: seen.append(s))
+    assert seen == [4, 6] and (out / T.CONFIG).exists()
+    # a checkpoint without a stored config (older ttscale) and no config.json cannot be checked: refused
+    with np.load(out / T.CHECKPOINT) as data:
+        legacy = {k: data[k] for k in data.files if k != "config_json"}
+    np.savez(out / T.CHECKPOINT, **legacy)
+    with pytest.raises(ValueError, match="different config"):
+        T.fit(config.replace(batch=16), key, out=str(out), progress=False)  # config.json still guards it
+    (out / T.CONFIG).unlink()
+    with pytest.raises(ValueError, match="holds no config"):
+        T.fit(config, key, out=str(out), progress=False)
+    (out / T.CHECKPOINT).write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="checkpoint.npz cannot be read"):
+        T.fit(config, key, out=str(out), progress=False)
+
+
+def test_fit_refuses_an_out_that_is_a_file(tmp_path):
+    config = T.TrainConfig(d=3, tasks=(T.Task(tts.identity(3), 5),), steps=2, batch=4)
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(ValueError, match="exists and is not a directory"):
+        T.fit(config, jax.random.key(0), out=str(path), progress=False)
+    with pytest.raises(ValueError, match="cannot create the directory"):
+        T.fit(config, jax.random.key(0), out=str(path / "sub"), progress=False)

@@ -168,12 +168,25 @@ def physical_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_allocation(name: str, nbytes: int, what: str) -> None:
-    """Refuse (``ValueError`` naming ``name``) an array of ``nbytes`` that cannot fit in half the physical memory.
+def memory_limit() -> tuple[int, str]:
+    """``(bytes, description)`` of the memory a run may use: the accelerator's limit when JAX reports one,
+    else half of this machine's physical memory (the rest is for the OS, Python and XLA's copies)."""
+    import jax
 
-    Sizes are checked before XLA sees them: an impossible static shape can abort the process.
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if stats.get("bytes_limit"):
+            return int(stats["bytes_limit"]), f"the {device.platform.upper()}'s {stats['bytes_limit'] / 2**30:.3g} GiB"
+    total = physical_memory()
+    return total // 2, f"half of this machine's {total / 2**30:.3g} GiB"
+
+
+def check_fits(nbytes: float, what: str, hint: str) -> None:
+    """``ValueError`` ``"<what> needs ≈ X GiB, more than <limit>; <hint>"`` when ``nbytes`` exceeds :func:`memory_limit`.
+
+    ``what`` names the arguments and their values (the sizes behind ``nbytes``); ``hint`` says which to lower.
     """
-    limit = physical_memory() // 2
+    limit, where = memory_limit()
     if nbytes > limit:
-        raise ValueError(f"{name}: {what} needs {nbytes / 2**30:.3g} GiB, more than half of this machine's "
-                         f"{2 * limit / 2**30:.3g} GiB; draw fewer or shorter prompts per call")
+        raise ValueError(f"{what} needs ≈ {nbytes / 2**30:.3g} GiB of memory, more than {where}; {hint}")

@@ -50,7 +50,7 @@ from flax import nnx
 from ttscale import _checks, store
 from ttscale.cot import error_curve, pseudo_newton_errors, squared_errors
 from ttscale.prompts import Prompts, sample_prompts
-from ttscale.spectra import Covariance, identity, power_law
+from ttscale.spectra import Covariance, check_covariance, identity, power_law
 from ttscale.theory import gamma_inverse
 
 PROTOCOLS = ("self_rollout", "single_step")
@@ -219,14 +219,23 @@ def init_gpt2(config: GPT2Config, key) -> GPT2:
     """A freshly initialised :class:`GPT2` (``key``: a ``jax.random`` key or an int seed)."""
     if not isinstance(config, GPT2Config):
         raise TypeError(f"config must be a GPT2Config, got {type(config).__name__}")
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        key = jax.random.key(int(key))
-    _checks.check_prng_key("key", key)
+    key = _as_key("key", key)
     graphdef, init = _initialiser(config)
     return nnx.merge(graphdef, init(key))
 
 
 # ============================================================================= input checks
+def _as_key(name: str, key):
+    """A ``jax.random`` key from a key or an int seed in ``0 .. 2**32 - 1`` (JAX keys hold 32 bits)."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        seed = int(key)
+        if not 0 <= seed < 2**32:
+            raise ValueError(f"{name}: an int seed must lie in 0..2**32 - 1, got {seed}")
+        return jax.random.key(seed)
+    _checks.check_prng_key(name, key)
+    return key
+
+
 def examples_from_prompts(prompts: Prompts) -> jax.Array:
     """Example tokens ``[b, n, d+1]``: rows ``[x_i; y_i]`` from ``X [b, d, n]``, ``y [b, n]``."""
     return jnp.concatenate([jnp.swapaxes(prompts.X, 1, 2), prompts.y[..., None]], axis=-1)
@@ -511,13 +520,12 @@ def train_gpt2(config: GPT2TrainConfig, cov: Covariance, key, out: str | None = 
     """
     if not isinstance(config, GPT2TrainConfig):
         raise TypeError(f"config must be a GPT2TrainConfig, got {type(config).__name__}")
-    if not isinstance(cov, Covariance):
-        raise TypeError(f"cov must be a Covariance, got {type(cov).__name__}")
+    check_covariance("cov", cov)  # a Covariance(...) built directly skips the constructors' checks
+    if cov.eigenvalues.ndim != 1:
+        raise ValueError(f"cov must be one covariance (eigenvalues [d]), got shape {cov.eigenvalues.shape}")
     if cov.d != config.model.d:
         raise ValueError(f"cov has d={cov.d} but the model has d={config.model.d}")
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        key = jax.random.key(int(key))
-    _checks.check_prng_key("key", key)
+    key = _as_key("key", key)
     start = time.perf_counter()
     model = init_gpt2(config.model, jax.random.fold_in(key, 0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -616,8 +624,18 @@ def gpt2_experiment(size="quick", out: str | None = None, protocol: str = DEFAUL
         raise ValueError(f"size must be one of {tuple(EXPERIMENT_SIZES)} or a GPT2Experiment, got {size!r}")
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if isinstance(scenarios, str) or not isinstance(scenarios, (list, tuple)):
+        raise TypeError(f"scenarios must be a tuple of names from {SCENARIOS}, got {type(scenarios).__name__} {scenarios!r}")
+    scenarios = tuple(scenarios)
+    if not scenarios:
+        raise ValueError(f"scenarios must list at least one of {SCENARIOS} (an empty tuple runs nothing)")
+    if len(set(scenarios)) != len(scenarios):
+        raise ValueError(f"scenarios must not repeat a scenario, got {scenarios}")
     for s in scenarios:
         scenario_covariances(s, 1)
+    seed = _checks.static_int("seed", seed, minimum=0)
+    if seed >= 2**32 - 1:  # seed + 1 keys the evaluation prompts
+        raise ValueError(f"seed must be < 2**32 - 1, got {seed}")
     model_config = gpt2_config(exp.preset, d=exp.d, max_len=max(exp.ns) + exp.k_max)
     ks = np.arange(exp.k_max + 1)
     shape = (len(scenarios), len(exp.ns))
@@ -676,9 +694,6 @@ def gpt2_experiment(size="quick", out: str | None = None, protocol: str = DEFAUL
 
 def plot_gpt2(ds):
     """Error vs ``k`` per scenario (rows) — mean ± s.e. (left) and median (right), log scale; GPT-2 solid, LSA dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     scenarios = list(ds.scenario.values)

@@ -94,7 +94,7 @@ def _check_sizes(count: int, d: int, length: int, dtype) -> None:
     if count > 2**32:
         raise ValueError(f"batch must be <= 2^32 (the prompt index is 32-bit), got {count}")
     nbytes = count * (d * length + length + d) * jnp.dtype(dtype).itemsize
-    _checks.check_allocation("batch", nbytes, f"{count} prompts of d = {d}, length = {length}")
+    _checks.check_fits(nbytes, f"batch: {count} prompts of d = {d}, length = {length}", "draw fewer or shorter prompts per call")
 
 
 def _check_noise(noise, dtype):

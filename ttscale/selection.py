@@ -44,7 +44,7 @@ from optax.projections import projection_simplex
 
 from ttscale import _checks
 from ttscale import store, theory
-from ttscale.spectra import Covariance, as_covariance, power_law, stack
+from ttscale.spectra import Covariance, as_covariance, check_covariance, power_law, stack
 
 CRITERIA = ("qp", "qp-length", "exact")
 BASELINES = ("uniform", "easy-only", "relevant-only", "hard-only")
@@ -118,11 +118,11 @@ def task_pool(covs, ns, kinds=None, kind_names: Sequence[str] = (), dtype=None) 
             raise ValueError(f"covs must be a stack of covariances [L, d], got eigenvalues of shape {covs.eigenvalues.shape}")
         if covs.eigenvalues.shape[0] == 0:
             raise ValueError("covs: the task pool is empty (need at least one task)")
-        if _checks.is_concrete(covs.eigenvalues):
-            _checks.check_finite("covs", covs.eigenvalues)
-            if bool(jnp.any(covs.eigenvalues < 0)):
-                bad = int(jnp.argmin(jnp.min(covs.eigenvalues, axis=-1)))
-                raise ValueError(f"covs[{bad}] is not positive semi-definite (negative eigenvalue)")
+        eig = covs.eigenvalues
+        if _checks.is_concrete(eig) and np.isrealobj(eig) and bool(jnp.any(eig < 0)):
+            bad = int(jnp.argmin(jnp.min(eig, axis=-1)))
+            raise ValueError(f"covs[{bad}] is not positive semi-definite (negative eigenvalue)")
+        check_covariance("covs", covs)  # dtype, finite values, orthonormal bases (a Covariance(...) built directly)
         stacked = covs
     elif isinstance(covs, (list, tuple)):
         if len(covs) == 0:
@@ -132,8 +132,9 @@ def task_pool(covs, ns, kinds=None, kind_names: Sequence[str] = (), dtype=None) 
             if isinstance(c, Covariance):
                 if c.eigenvalues.ndim != 1:
                     raise ValueError(f"covs[{i}] must be one covariance, got eigenvalues of shape {c.eigenvalues.shape}")
-                if _checks.is_concrete(c.eigenvalues) and bool(jnp.any(c.eigenvalues < 0)):
+                if _checks.is_concrete(c.eigenvalues) and np.isrealobj(c.eigenvalues) and bool(jnp.any(c.eigenvalues < 0)):
                     raise ValueError(f"covs[{i}] is not positive semi-definite (negative eigenvalue)")
+                check_covariance(f"covs[{i}]", c)
                 items.append(c)
             else:
                 M = np.asarray(c)
@@ -254,6 +255,7 @@ def _as_target(Sigma, d: int, dtype) -> Covariance:
     """
     if not isinstance(Sigma, Covariance):
         Sigma = as_covariance("Sigma", Sigma)
+    check_covariance("Sigma", Sigma)  # real dtype, finite values, orthonormal basis (however it was built)
     if Sigma.d != d:
         raise ValueError(f"Sigma has dimension d={Sigma.d} but the pool's tasks have d={d}")
     if Sigma.eigenvalues.ndim != 1:
@@ -481,7 +483,24 @@ def select_mixture(pool: TaskPool, Sigma, criterion: str = "qp", k: int = 10, ag
         iters = 300 if criterion == "exact" else 3000
     iters = _checks.static_int("iters", iters, minimum=1)
     Sigma = _as_target(Sigma, pool.d, pool.dtype)
-    return _select_jit(pool, Sigma, criterion, k, aggregate, iters)
+    result = _select_jit(pool, Sigma, criterion, k, aggregate, iters)
+    if _checks.is_concrete(result):  # under jit/vmap (selection_study) the values are the caller's to read
+        _check_selection(result, criterion, k, aggregate, pool.dtype)
+    return result
+
+
+def _check_selection(result: "Selection", criterion: str, k: int, aggregate: str, dtype) -> None:
+    """``FloatingPointError`` when a concrete :class:`Selection` holds a non-finite mixture or objective: no answer."""
+    probs, objective = np.asarray(result.probs), float(result.objective)
+    if np.all(np.isfinite(probs)) and math.isfinite(objective):
+        return
+    if criterion == "exact":
+        raise FloatingPointError(
+            f"criterion 'exact' is not finite at k={k} (objective {objective:.3g}, aggregate={aggregate!r}): the m → ∞ "
+            f"CoT error ||(I − P(π)Σ)^k||² overflows {jnp.dtype(dtype).name} at the uniform start mixture (test-time "
+            f"CoT diverges on this target, geometrically in k), so no mixture was selected; use a smaller k or criterion 'qp'")
+    raise FloatingPointError(f"criterion {criterion!r} is not finite (objective {objective:.3g}) for this pool and "
+                             "Sigma, so no mixture was selected; check Sigma and the pool's covariances")
 
 
 @functools.partial(jax.jit, static_argnames=("criterion", "k", "aggregate", "iters"))
@@ -777,9 +796,6 @@ def plot_selection(ds):
     """Figure: mean selected probability per task type for each criterion (bars, ±1 s.e. over trials),
     and the distribution of the mass on hard tasks (Proposition 4.3: ``≥ 1/2``). ``ds`` from
     :func:`selection_study`."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     crit = [c for c in json.loads(ds.attrs.get("criteria", "[]")) if c in list(ds["mixture"].values)]
@@ -814,9 +830,6 @@ def plot_mixture_comparison(ds):
     """Figure: test error vs CoT steps ``k`` on the hard target for LSAs trained on each mixture
     (markers: Monte Carlo of the trained LSA at finite ``m``; dashed: ``m → ∞`` limit of the exact
     ``P(π)``); log scale. ``ds`` from :func:`mixture_comparison`."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))

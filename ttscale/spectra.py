@@ -295,7 +295,7 @@ def as_covariance(name: str, value, d: int | None = None) -> Covariance:
 
 def one_covariance(name: str, value, d: int | None = None) -> Covariance:
     """:func:`as_covariance` of one covariance (eigenvalues ``[d]``), held as float64 NumPy arrays (exact in JSON)."""
-    cov = as_covariance(name, value, d)
+    cov = check_covariance(name, as_covariance(name, value, d))
     eig = np.asarray(cov.eigenvalues, dtype=np.float64)
     if eig.ndim != 1:
         raise ValueError(f"{name} must be one covariance with eigenvalues [d], got shape {eig.shape}")

@@ -384,3 +384,24 @@ def check_finished(out: str, identity: str):
     if stored != identity:
         raise _mismatch(out, str(stored), identity)
     return ds
+
+
+def prepare_out_dir(arg: str, path: str) -> str:
+    """Create the output directory ``path`` of option ``arg`` (e.g. ``"--out"``) and check that it is writable.
+
+    ``ValueError`` naming ``arg`` and ``path`` when ``path`` is an existing non-directory, cannot be
+    created (a parent is a regular file, permission denied, read-only filesystem) or refuses a file.
+    The CLI's commands and :func:`ttscale.training.fit` use it for their output directories.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{arg} {path}: exists and is not a directory; give a directory path")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{arg} {path}: cannot create the directory ({exc.strerror or exc})") from None
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{arg} {path}: the directory is not writable ({exc.strerror or exc})") from None
+    return path

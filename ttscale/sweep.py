@@ -423,14 +423,11 @@ def _preflight(spec: SweepSpec, out_path) -> None:
     m = max((int(x) for x in spec.ms if math.isfinite(x)), default=0)
     drawn_together = 1 if spec.common_random_numbers else min(C, _INDEPENDENT_GROUP)
     need = (2 * C * K1 + drawn_together * (d * m + m + d * d + 2 * d)) * batch * item
-    physical = _checks.physical_memory()
+    _checks.check_fits(
+        need, f"chunk: one chunk of {chunk} prompts ({C} cells × k = 0..{spec.k_max}"
+        f"{f', prompts of length m = {m}, d = {d}' if m else ''})",
+        "lower chunk (the results do not depend on it)" if chunk > 1 else "lower m, d or the grid")
     gib = lambda b: f"{b / 2**30:.3g} GiB"  # noqa: E731
-    if need > physical // 2:
-        raise ValueError(
-            f"chunk: one chunk of {chunk} prompts needs ≈ {gib(need)} of memory ({C} cells × k = 0..{spec.k_max}"
-            f"{f', prompts of length m = {m}, d = {d}' if m else ''}) but this machine has {gib(physical)}; "
-            + ("lower chunk (the results do not depend on it)" if chunk > 1 else "lower m, d or the grid")
-        )
     per_m = C * K1 * spec.prompts * item
     disk = (M * per_m if out_path is not None else 0) + (per_m if per_m > HOST_MEMORY else 0)
     if disk:

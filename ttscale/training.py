@@ -63,7 +63,7 @@ from ttscale import lsa as lsa_mod
 from ttscale import prompts as prompts_mod
 from ttscale import store, theory
 from ttscale.lsa import LSAParams
-from ttscale.spectra import Covariance
+from ttscale.spectra import Covariance, check_covariance
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -86,6 +86,7 @@ class Task:
             raise TypeError(f"Task.cov must be a ttscale.Covariance, got {type(self.cov).__name__}")
         if self.cov.eigenvalues.ndim != 1:
             raise ValueError(f"Task.cov must be one covariance (eigenvalues [d]), got shape {self.cov.eigenvalues.shape}")
+        check_covariance("Task.cov", self.cov)  # a Covariance(...) built directly skips the constructors' checks
         object.__setattr__(self, "n", _checks.static_int("Task.n", self.n, minimum=1))
 
 
@@ -292,6 +293,7 @@ def make_task_arrays(covs, ns, probs=None, dtype=jnp.float32) -> TaskArrays:
     for i, c in enumerate(covs):
         if not isinstance(c, Covariance) or c.eigenvalues.ndim != 1:
             raise TypeError(f"covs[{i}] must be one ttscale.Covariance")
+        check_covariance(f"covs[{i}]", c)
     ds = {c.d for c in covs}
     if len(ds) != 1:
         raise ValueError(f"every task must share one dimension d, got {sorted(ds)}")
@@ -619,7 +621,10 @@ def make_train(config: TrainConfig) -> Callable:
         _checks.check_prng_key("key", key)
         tasks = default_tasks if tasks is None else tasks
         _validate_task_arrays(tasks, config, batched=False)
-        return _train(key, tasks)
+        result = _train(key, tasks)
+        if _checks.is_concrete(result):  # under jit/vmap the caller checks (make_train_batched does)
+            check_finite_result(config, result)
+        return result
 
     train.config = config
     return train
@@ -635,9 +640,48 @@ def make_train_batched(config: TrainConfig) -> Callable:
         _validate_task_arrays(tasks, config, batched=True)
         if keys.shape[:1] != tasks.eigenvalues.shape[:1]:
             raise ValueError(f"keys has {keys.shape[:1]} models but tasks has {tasks.eigenvalues.shape[:1]}")
-        return batched(keys, tasks)
+        result = batched(keys, tasks)
+        if _checks.is_concrete(result):
+            check_finite_result(config, result)
+        return result
 
     return train_many
+
+
+# ============================================================================ divergence
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def _divergence(config: TrainConfig, step: int, loss: float, what: str = "training",
+                out: str | None = None) -> FloatingPointError:
+    """The error for a run whose loss (or, with a finite ``loss``, whose parameters) stopped being finite at
+    ``step`` (1-based)."""
+    lr = "auto, the optimal SGD step" if config.learning_rate is None else f"{config.learning_rate:g}"
+    seen = f"loss {loss:.3g}" if not np.isfinite(loss) else f"loss {loss:.3g}, parameters not finite"
+    kept = "" if out is None else f"; nothing non-finite was written to {out}: rerun with a lower rate and a fresh out directory"
+    return FloatingPointError(
+        f"{what} diverged at step {step} of {config.steps} ({seen}): lower learning_rate "
+        f"(now {lr}; ttscale train --lr){kept}")
+
+
+def check_finite_result(config: TrainConfig, result: TrainResult) -> None:
+    """Raise ``FloatingPointError`` (saying at which step, and what to change) if a concrete :class:`TrainResult`
+    of ``config`` (one model, or a leading model axis) holds a non-finite loss or parameter."""
+    if bool(_all_finite((result.losses, result.params))):
+        return
+    losses = np.asarray(result.losses, np.float64).reshape(-1, config.steps)
+    M = losses.shape[0]
+    params_ok = np.ones(M, bool)
+    for leaf in jax.tree_util.tree_leaves(result.params):
+        params_ok &= np.all(np.isfinite(np.asarray(leaf).reshape(M, -1)), axis=1)
+    bad_loss = ~np.isfinite(losses)
+    bad = bad_loss.any(axis=1) | ~params_ok
+    m = int(np.argmax(bad))
+    step = int(np.argmax(bad_loss[m])) + 1 if bad_loss[m].any() else config.steps
+    what = "training" if result.losses.ndim == 1 else f"training of model {m} ({int(bad.sum())} of {M} models diverged)"
+    raise _divergence(config, step, float(losses[m, step - 1]), what)
 
 
 # ============================================================================ files
@@ -692,7 +736,8 @@ PARAMS = "params.npz"
 CONFIG = "config.json"
 
 
-def _save_checkpoint(path: str, state: TrainState, losses: np.ndarray, key) -> None:
+def _save_checkpoint(path: str, state: TrainState, losses: np.ndarray, key, config: TrainConfig) -> None:
+    """Parameters, optimiser state, step, losses, key and the config JSON (checked on resume) to ``path``, atomically."""
     leaves = jax.tree_util.tree_leaves((state.theta, state.opt_state))
     arrays = {f"leaf_{i}": np.asarray(a) for i, a in enumerate(leaves)}
     _atomic_savez(
@@ -700,20 +745,77 @@ def _save_checkpoint(path: str, state: TrainState, losses: np.ndarray, key) -> N
         step=np.asarray(state.step),
         losses=np.asarray(losses),
         key_data=np.asarray(jax.random.key_data(key)),
+        config_json=np.asarray(config.to_json()),
+        format_version=np.asarray(FORMAT_VERSION),
         **arrays,
     )
 
 
-def _load_checkpoint(path: str, template: TrainState, key):
-    with np.load(path) as data:
-        if not np.array_equal(data["key_data"], np.asarray(jax.random.key_data(key))):
-            raise ValueError(f"{path} was written with a different key/seed; use a fresh out directory")
-        treedef = jax.tree_util.tree_structure((template.theta, template.opt_state))
-        count = treedef.num_leaves
-        leaves = [jnp.asarray(data[f"leaf_{i}"]) for i in range(count)]
-        theta, opt_state = jax.tree_util.tree_unflatten(treedef, leaves)
-        state = TrainState(theta, opt_state, jnp.asarray(data["step"], jnp.int32))
-        return state, np.asarray(data["losses"])
+def _config_diff(saved: dict, current: dict) -> list[str]:
+    """The fields in which two :meth:`TrainConfig.to_dict` dicts differ, as ``"name (saved → current)"``."""
+    out = []
+    for name in sorted(set(saved) | set(current)):
+        a, b = saved.get(name, "<absent>"), current.get(name, "<absent>")
+        if a == b:
+            continue
+        if name == "tasks" and isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (ta, tb) in enumerate(zip(a, b)):
+                out += [f"tasks[{i}].{f}" + (f" ({ta.get(f)!r} → {tb.get(f)!r})" if f == "n" else "")
+                        for f in sorted(set(ta) | set(tb)) if ta.get(f) != tb.get(f)]
+        elif name == "tasks":
+            out.append(f"tasks ({len(a) if isinstance(a, list) else a} → {len(b) if isinstance(b, list) else b} tasks)")
+        else:
+            out.append(f"{name} ({a!r} → {b!r})")
+    return out
+
+
+def _check_same_config(out: str, source: str, saved_json: str, config: TrainConfig) -> None:
+    """``ValueError`` naming ``out`` and the differing fields unless ``saved_json`` (from ``source``) is ``config``'s."""
+    try:
+        saved = json.loads(saved_json)
+    except (json.JSONDecodeError, TypeError):
+        raise ValueError(f"{out}: {source} holds an unreadable config; use a fresh out directory") from None
+    current = json.loads(config.to_json())
+    if saved == current:
+        return
+    try:  # an older file (fields added since take their defaults) or float32-rounded eigenvalues
+        if TrainConfig.from_dict(saved) == config:
+            return
+    except (ValueError, TypeError, KeyError, AttributeError):
+        pass
+    fields = ", ".join(_config_diff(saved, current) if isinstance(saved, dict) else ["the whole config"])
+    raise ValueError(f"{out} holds a training run with a different config ({source}; differing fields: {fields}); "
+                     "use a fresh out directory, or rerun with the original settings to resume")
+
+
+def _load_checkpoint(out: str, template: TrainState, key, config: TrainConfig, config_checked: bool):
+    """The :class:`TrainState` and losses of ``out/checkpoint.npz``, refused (``ValueError`` naming ``out``) when it
+    was written under another config or key, holds non-finite values (a diverged run) or cannot be read.
+    A checkpoint from before configs were stored in it is accepted only when ``out/config.json`` matched
+    (``config_checked``)."""
+    path = os.path.join(out, CHECKPOINT)
+    try:
+        with np.load(path) as data:
+            arrays = {name: np.asarray(data[name]) for name in data.files}
+    except (OSError, ValueError, EOFError, KeyError) as exc:
+        raise ValueError(f"{out}: {CHECKPOINT} cannot be read ({exc}); delete it to restart the run") from None
+    if "config_json" in arrays:
+        _check_same_config(out, CHECKPOINT, str(arrays["config_json"]), config)
+    elif not config_checked:
+        raise ValueError(f"{out}: {CHECKPOINT} holds no config (an older ttscale wrote it) and {CONFIG} is missing, "
+                         "so it cannot be checked against this run; use a fresh out directory")
+    if "key_data" not in arrays or not np.array_equal(arrays["key_data"], np.asarray(jax.random.key_data(key))):
+        raise ValueError(f"{path} was written with a different key/seed; use a fresh out directory")
+    treedef = jax.tree_util.tree_structure((template.theta, template.opt_state))
+    try:
+        leaves = [jnp.asarray(arrays[f"leaf_{i}"]) for i in range(treedef.num_leaves)]
+        step, losses = arrays["step"], arrays["losses"]
+    except KeyError as exc:
+        raise ValueError(f"{out}: {CHECKPOINT} is incomplete (no {exc}); delete it to restart the run") from None
+    if not (all(np.all(np.isfinite(np.asarray(a))) for a in leaves) and np.all(np.isfinite(losses))):
+        raise ValueError(f"{out}: {CHECKPOINT} holds non-finite values (a diverged run); use a fresh out directory")
+    theta, opt_state = jax.tree_util.tree_unflatten(treedef, leaves)
+    return TrainState(theta, opt_state, jnp.asarray(step, jnp.int32)), losses
 
 
 @functools.lru_cache(maxsize=32)
@@ -745,22 +847,22 @@ def fit(
     chunk = _checks.static_int("chunk", chunk, minimum=1)
     chunk = min(chunk, config.steps)
     tasks = config.task_arrays()
+    _validate_task_arrays(tasks, config, batched=False)
     state = init_state(config, tasks)
     losses = np.zeros((0,), np.dtype(config.dtype))
     if out is not None:
-        os.makedirs(out, exist_ok=True)
+
+        out = store.prepare_out_dir("out", os.fspath(out))
         cfg_path = os.path.join(out, CONFIG)
-        if os.path.exists(cfg_path):
+        has_config = os.path.exists(cfg_path)
+        if has_config:
             with open(cfg_path) as fh:
-                saved = TrainConfig.from_json(fh.read())
-            if saved != config:
-                raise ValueError(f"{out} holds a run with a different config; use a fresh out directory")
-        else:
+                _check_same_config(out, CONFIG, fh.read(), config)
+        if os.path.exists(os.path.join(out, CHECKPOINT)):
+            state, losses = _load_checkpoint(out, state, key, config, config_checked=has_config)
+        if not has_config:
             with store.atomic_file(cfg_path) as fh:
                 fh.write(config.to_json().encode())
-        ckpt = os.path.join(out, CHECKPOINT)
-        if os.path.exists(ckpt):
-            state, losses = _load_checkpoint(ckpt, state, key)
 
     run_chunk = _chunk_runner(config, chunk)
     start = int(state.step)
@@ -774,9 +876,13 @@ def fit(
             state, chunk_losses = run_chunk(state, key, tasks)
             done = int(state.step)
             chunk_losses = np.asarray(chunk_losses)[: done - len(losses)]
+            bad = ~np.isfinite(chunk_losses)
+            if bad.any() or not bool(_all_finite(state.theta)):  # never checkpoint or return a diverged state
+                i = int(np.argmax(bad)) if bad.any() else len(chunk_losses) - 1
+                raise _divergence(config, len(losses) + i + 1, float(chunk_losses[i]), out=out)
             losses = np.concatenate([losses, chunk_losses])
             if out is not None:
-                _save_checkpoint(os.path.join(out, CHECKPOINT), state, losses, key)
+                _save_checkpoint(os.path.join(out, CHECKPOINT), state, losses, key, config)
             if bar is not None:
                 bar.update(len(chunk_losses))
                 bar.set_postfix(loss=f"{losses[-1]:.4g}")

@@ -57,7 +57,9 @@ def run(args) -> int:
     if not folder.is_dir():
         raise ValueError(f"benchmarks folder not found at {folder} (set TTSCALE_BENCHMARKS to a checkout's benchmarks/)")
     if args.json_dir:
-        Path(args.json_dir).mkdir(parents=True, exist_ok=True)
+        from ttscale.commands import prepare_out_dir
+
+        prepare_out_dir("--json-dir", args.json_dir)
     failed = []
     for name in names:
         script, extra, desc = BENCHMARKS[name]

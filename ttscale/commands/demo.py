@@ -22,10 +22,23 @@ def run(args) -> int:
 
     import ttscale as tts
 
+    from ttscale.commands import check_fits
+
     start = time.perf_counter()
-    ns = [int(v) for v in args.n.split(",") if v]
+    try:
+        ns = [int(v) for v in args.n.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--n must be a comma list of whole prompt lengths, got {args.n!r}") from None
     if not ns:
         raise ValueError("--n must list at least one prompt length")
+    for name, value, low in (("--d", args.d, 1), ("--m", args.m, 1), ("--k-max", args.k_max, 1),
+                             ("--prompts", args.prompts, 1), ("--n", min(ns), 1)):
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+    # the prompts X [prompts, d, m] (and their copy in the rollout) and S = X Xᵀ / m per prompt
+    check_fits(4 * args.prompts * args.d * (2 * args.m + args.d),
+               f"--prompts {args.prompts} of --d {args.d}, --m {args.m} (X [{args.prompts}, {args.d}, {args.m}])",
+               "lower --prompts, --m or --d")
     cov = tts.identity(args.d)
     prompts = tts.sample_prompts(jax.random.key(args.seed), cov, args.m, args.prompts)
 

@@ -42,15 +42,33 @@ def summary_lines(ds) -> list[str]:
     return lines
 
 
+def parse_scenarios(text: str) -> tuple[str, ...]:
+    """``--scenarios``: a non-empty comma list of distinct names from ``ttscale.gpt2.SCENARIOS``."""
+    from ttscale.gpt2 import SCENARIOS
+
+    names = tuple(s.strip() for s in str(text).split(",") if s.strip())
+    if not names:
+        raise ValueError(f"--scenarios must list at least one of {','.join(SCENARIOS)}, got {text!r}")
+    unknown = [s for s in names if s not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"--scenarios: unknown scenario(s) {', '.join(unknown)}; choose from {','.join(SCENARIOS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--scenarios lists a scenario twice: {text!r}")
+    return names
+
+
 def run(args) -> int:
     from ttscale import gpt2
+    from ttscale.commands import prepare_out_dir
 
     exp = gpt2.EXPERIMENT_SIZES[args.size]
     if args.steps is not None:
         if args.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {args.steps}")
         exp = dataclasses.replace(exp, steps=args.steps)
-    scenarios = tuple(s for s in args.scenarios.split(",") if s)
+    scenarios = parse_scenarios(args.scenarios)
+    if args.out is not None:
+        prepare_out_dir("--out", args.out)
     protocols = gpt2.PROTOCOLS if args.protocol == "both" else (args.protocol,)
     for protocol in protocols:
         start = time.perf_counter()

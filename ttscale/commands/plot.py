@@ -21,18 +21,28 @@ def run(args) -> int:
     import matplotlib.pyplot as plt
 
     from ttscale import plots
+    from ttscale.commands import prepare_out_dir
     from ttscale.experiments import load_dataset
 
-    for name in args.files:
+    if args.out:
+        prepare_out_dir("--out", args.out)
+    datasets = []
+    for name in args.files:  # read and check every file before drawing any figure
         path = Path(name)
-        if not path.is_file():
+        if not path.exists():
             raise ValueError(f"FILE.nc: no such file {name!r}")
-        ds = load_dataset(path)
+        if not path.is_file():
+            raise ValueError(f"FILE.nc {name!r}: not a regular file")
+        try:
+            ds = load_dataset(path)
+        except Exception as exc:  # noqa: BLE001 - any reader failure means "not a netCDF dataset"
+            raise ValueError(f"FILE.nc {name!r}: not a readable netCDF dataset ({type(exc).__name__}: {exc})") from None
         missing = [v for v in ("mean", "stderr", "median") if v not in ds] + [d for d in ("spectrum", "n", "m", "k") if d not in ds.dims]
         if missing:
-            raise ValueError(f"{name}: not a sweep dataset (missing {', '.join(missing)})")
+            raise ValueError(f"FILE.nc {name!r}: not a sweep dataset (missing {', '.join(missing)})")
+        datasets.append((path, ds))
+    for path, ds in datasets:
         out = Path(args.out) if args.out else path.parent
-        out.mkdir(parents=True, exist_ok=True)
         for suffix, fig in (("curves", plots.plot_error_curves(ds, stat=args.stat)), ("iso_error", plots.plot_iso_error(ds))):
             for ext in ("png", "pdf") if args.pdf else ("png",):
                 target = out / f"{path.stem}_{suffix}.{ext}"

@@ -20,12 +20,14 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ttscale import experiments
+    from ttscale.commands import prepare_out_dir
 
     if args.list:
         for name, preset in experiments.REGISTRY.items():
             extra = f"  (needs {preset.module})" if preset.module else ""
             print(f"{name:20s} {preset.title}{extra}")
         return 0
+    prepare_out_dir("--out", args.out)
     start = time.perf_counter()
     results = experiments.reproduce(args.names or None, size=args.size, out=args.out, progress=not args.no_progress)
     wall = time.perf_counter() - start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 
@@ -50,70 +51,145 @@ def _power_law(d, alpha):
     return power_law(d, float(alpha))
 
 
+@contextlib.contextmanager
+def _about(where: str):
+    """Prefix a ``ValueError``/``TypeError`` raised in the block with ``where`` (``"--pool FILE: tasks[2]"``)."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        if str(exc).startswith("--"):  # already names its option and file
+            raise ValueError(str(exc)) from None
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _real(where: str, value):
+    """``value`` as a float32 array; refuses complex, boolean, string or object data (``ValueError`` naming ``where``)."""
+    import numpy as np
+
+    with _about(where):
+        arr = np.asarray(value)
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{where}: holds complex numbers (dtype {arr.dtype}); a covariance must be real")
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{where}: must hold real numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float32)
+
+
+def _length(where: str, value) -> float:
+    """A task's prompt length: a number >= 1 (``inf`` allowed: infinitely long prompts)."""
+    import numpy as np
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise ValueError(f"{where} must be a prompt length (a number >= 1), got {value!r}")
+    if not float(value) >= 1:
+        raise ValueError(f"{where} must be a prompt length >= 1, got {float(value):g}")
+    return float(value)
+
+
+def _read(arg: str, path: str):
+    """The contents of a .npy/.npz (``np.load``, no pickles) or .json file, read errors naming ``arg`` and ``path``."""
+    import numpy as np
+
+    if os.path.isdir(path):
+        raise ValueError(f"{arg} {path}: is a directory, not a file")
+    try:
+        if path.endswith(".json"):
+            with open(path) as fh:
+                return json.load(fh)
+        return np.load(path, allow_pickle=False)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{arg} {path}: not valid JSON ({exc})") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"{arg} {path}: not a readable {os.path.splitext(path)[1]} file ({exc})") from None
+
+
+def pool_size_check(L: int, d: int) -> None:
+    """Refuse a pool whose dense ``[L, d, d]`` matrices (tasks, bases, Γ, Σ⁻¹Λ, gradients: ≈ 8 copies) cannot fit in memory."""
+    from ttscale.commands import check_fits
+
+    check_fits(4 * 8 * (L + 4) * d * d, f"a pool of {L} tasks of --d {d} (matrices [{L}, {d}, {d}])", "lower --d")
+
+
 def load_pool(spec: str, d: int = 10, seed: int = 0, jitter: bool = True):
-    """A :class:`~ttscale.selection.TaskPool` from ``"paper"`` or a JSON/npz file (formats in ``--help``)."""
+    """A :class:`~ttscale.selection.TaskPool` from ``"paper"`` or a JSON/npz file (formats in ``--help``).
+
+    Every error is a ``ValueError`` naming ``--pool`` and the file (and the task, where there is one).
+    """
     import jax
     import numpy as np
 
     from ttscale import selection as sel
-    from ttscale.spectra import Covariance, from_eigenvalues
+    from ttscale.spectra import from_eigenvalues
 
     if spec == "paper":
+        if d < 1:
+            raise ValueError(f"--d must be >= 1, got {d}")
+        pool_size_check(len(sel.PAPER_TASK_TYPES), d)
         kw = {} if jitter else dict(alpha_jitter=0.0, rotation=0.0)
         return sel.paper_pool(jax.random.key(seed), d, **kw)
     if not os.path.exists(spec):
         raise ValueError(f"--pool: no such file {spec!r} (give 'paper' or a .json/.npz file)")
+    where = f"--pool {spec}"
     names = None
     if spec.endswith(".npz"):
-        data = np.load(spec, allow_pickle=False)
+        with _read("--pool", spec) as data, _about(where):
+            arrays = {key: data[key] for key in data.files}
         for key in ("eigenvalues", "n"):
-            if key not in data:
-                raise ValueError(f"--pool {spec}: missing array {key!r} (need eigenvalues [L, d] and n [L])")
-        eig = np.asarray(data["eigenvalues"], np.float32)
+            if key not in arrays:
+                raise ValueError(f"{where}: missing array {key!r} (need eigenvalues [L, d] and n [L])")
+        eig = _real(f"{where}: eigenvalues", arrays["eigenvalues"])
         if eig.ndim != 2:
-            raise ValueError(f"--pool {spec}: eigenvalues must be [L, d], got shape {eig.shape}")
-        basis = data["basis"] if "basis" in data else None
-        covs = [from_eigenvalues(eig[i], None if basis is None else basis[i]) for i in range(eig.shape[0])]
-        ns = np.asarray(data["n"], np.float32)
-        names = [str(s) for s in data["names"]] if "names" in data else None
+            raise ValueError(f"{where}: eigenvalues must be [L, d], got shape {eig.shape}")
+        basis = _real(f"{where}: basis", arrays["basis"]) if "basis" in arrays else None
+        if basis is not None and basis.shape != eig.shape + eig.shape[-1:]:
+            raise ValueError(f"{where}: basis must be [L, d, d] = {list(eig.shape + eig.shape[-1:])}, got shape {basis.shape}")
+        covs = []
+        for i in range(eig.shape[0]):
+            with _about(f"{where}: tasks[{i}]"):
+                covs.append(from_eigenvalues(eig[i], None if basis is None else basis[i]))
+        ns = [_length(f"{where}: n[{i}]", v) for i, v in enumerate(_real(f"{where}: n", arrays["n"]).ravel())]
+        names = [str(s) for s in arrays["names"]] if "names" in arrays else None
     elif spec.endswith(".json"):
-        with open(spec) as fh:
-            try:
-                data = json.load(fh)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"--pool {spec}: not valid JSON ({exc})") from None
+        data = _read("--pool", spec)
         tasks = data.get("tasks") if isinstance(data, dict) else None
         if not isinstance(tasks, list):
-            raise ValueError(f"--pool {spec}: expected an object with a list 'tasks'")
+            raise ValueError(f"{where}: expected an object with a list 'tasks'")
         covs, ns, names = [], [], []
         for i, t in enumerate(tasks):
             if not isinstance(t, dict) or "n" not in t:
-                raise ValueError(f"--pool {spec}: tasks[{i}] must be an object with 'n'")
-            if "matrix" in t:
-                covs.append(np.asarray(t["matrix"], np.float32))
-            elif "eigenvalues" in t:
-                covs.append(from_eigenvalues(np.asarray(t["eigenvalues"], np.float32),
-                                             None if t.get("basis") is None else np.asarray(t["basis"], np.float32)))
-            elif "alpha" in t:
-                covs.append(_power_law(int(t.get("d", data.get("d", d))), t["alpha"]))
-            else:
-                raise ValueError(f"--pool {spec}: tasks[{i}] needs 'eigenvalues', 'matrix' or 'alpha'")
-            ns.append(float(t["n"]))
+                raise ValueError(f"{where}: tasks[{i}] must be an object with 'n'")
+            here = f"{where}: tasks[{i}]"
+            with _about(here):
+                if "matrix" in t:
+                    covs.append(_real(f"{here}.matrix", t["matrix"]))
+                elif "eigenvalues" in t:
+                    basis = None if t.get("basis") is None else _real(f"{here}.basis", t["basis"])
+                    covs.append(from_eigenvalues(_real(f"{here}.eigenvalues", t["eigenvalues"]), basis))
+                elif "alpha" in t:
+                    covs.append(_power_law(int(t.get("d", data.get("d", d))), t["alpha"]))
+                else:
+                    raise ValueError("needs 'eigenvalues', 'matrix' or 'alpha'")
+                ns.append(_length(f"{here}.n", t["n"]))
             names.append(str(t.get("name", f"task{i}")))
     else:
-        raise ValueError(f"--pool {spec}: unknown format (use .json or .npz)")
+        raise ValueError(f"{where}: unknown format (use .json or .npz)")
+    if covs:
+        first = covs[0]
+        pool_size_check(len(covs), int(first.d if hasattr(first, "d") else np.shape(first)[-1]))
     kinds, kind_names = None, ()
     if names is not None:
         kind_names = tuple(dict.fromkeys(names))
         kinds = np.asarray([kind_names.index(n) for n in names], np.int32)
-    return sel.task_pool(covs, ns, kinds, kind_names)
+    with _about(where):
+        return sel.task_pool(covs, ns, kinds, kind_names)
 
 
 def load_target(spec: str, d: int):
-    """The target ``Σ`` from ``power_law:ALPHA``, ``identity`` or a .json/.npy file (matrix or eigenvalues)."""
-    import numpy as np
+    """The target ``Σ`` from ``power_law:ALPHA``, ``identity`` or a .json/.npy file (matrix or eigenvalues).
 
-    from ttscale.spectra import as_covariance, from_eigenvalues, identity
+    Every error is a ``ValueError`` naming ``--target`` (and the file).
+    """
+    from ttscale.spectra import from_eigenvalues, from_matrix, identity
 
     if spec == "identity":
         return identity(d)
@@ -122,20 +198,17 @@ def load_target(spec: str, d: int):
             alpha = float(spec.split(":", 1)[1])
         except ValueError:
             raise ValueError(f"--target {spec!r}: expected power_law:ALPHA with a number ALPHA") from None
-        return _power_law(d, alpha)
+        with _about(f"--target {spec}"):
+            return _power_law(d, alpha)
     if not os.path.exists(spec):
         raise ValueError(f"--target: {spec!r} is neither identity, power_law:ALPHA nor an existing file")
-    if spec.endswith(".npy"):
-        arr = np.load(spec, allow_pickle=False)
-    elif spec.endswith(".json"):
-        with open(spec) as fh:
-            arr = np.asarray(json.load(fh), np.float32)
-    else:
+    if not spec.endswith((".npy", ".json")):
         raise ValueError(f"--target {spec}: unknown format (use .json or .npy)")
-    arr = np.asarray(arr, np.float32)
-    if arr.ndim == 1:
-        return from_eigenvalues(arr)
-    return as_covariance("--target", arr)
+    arr = _real(f"--target {spec}", _read("--target", spec))
+    with _about(f"--target {spec}"):
+        if arr.ndim == 1:
+            return from_eigenvalues(arr)
+        return from_matrix(arr)
 
 
 def _bar(p: float, width: int = 40) -> str:
@@ -148,13 +221,15 @@ def run(args) -> int:
 
     from ttscale import selection as sel
 
+    from ttscale.commands import cli_names
+
     pool = load_pool(args.pool, args.d, args.seed, jitter=not args.no_jitter)
     Sigma = load_target(args.target, pool.d)
     criteria = sel.CRITERIA if args.criterion == "all" else (args.criterion,)
     results = {}
-    for c in criteria:
-        s = sel.select_mixture(pool, Sigma, c, k=args.k, aggregate=args.aggregate)
-        results[c] = s
+    with cli_names(Sigma=f"--target {args.target}", k="--k"):
+        for c in criteria:
+            results[c] = sel.select_mixture(pool, Sigma, c, k=args.k, aggregate=args.aggregate)
     mixtures = {c: np.asarray(s.probs) for c, s in results.items()}
     if args.baselines:
         mixtures.update({n: np.asarray(p) for n, p in sel.baseline_mixtures(pool, Sigma).items()})

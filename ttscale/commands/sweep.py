@@ -57,8 +57,10 @@ def _load_covariances(name: str, path: str):
 
     try:
         arr = np.load(path)
-    except OSError as exc:
-        raise ValueError(f"--{name}: cannot read {path}: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--{name}: cannot read {path} as a .npy array: {exc}") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        raise ValueError(f"--{name}: {path} must hold real numbers, got dtype {getattr(arr, 'dtype', type(arr).__name__)}")
     if arr.ndim == 2:
         return [Covariance(np.asarray(row, np.float64)) for row in arr]
     if arr.ndim == 3:
@@ -113,8 +115,10 @@ def spec_from_args(args):
     if test not in ("aligned", "identity"):
         try:
             arr = np.load(test)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise ValueError(f"--test: expected aligned, identity or a .npy file; cannot read {test!r}: {exc}") from None
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+            raise ValueError(f"--test: {test} must hold real numbers, got dtype {getattr(arr, 'dtype', type(arr).__name__)}")
         from ttscale.spectra import Covariance
 
         if arr.ndim == 1:

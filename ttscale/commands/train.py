@@ -93,16 +93,39 @@ def build_config(args):
     )
 
 
+def check_size(config) -> None:
+    """Refuse (``ValueError`` naming ``--d`` / ``--batch``) a run whose arrays cannot fit in memory.
+
+    Training holds ``V [D, D]`` (``D = 2d + 2``) about six times (parameters, gradient, update, step
+    sizes, Adam's two moments) and a batch of ``--batch`` embedded prompts ``[D, n_max + 1]`` about four
+    times (prompts, forward, backward).
+    """
+    from ttscale.commands import check_fits
+
+    D = 2 * config.d + 2
+    item = 8 if config.dtype == "float64" else 4
+    check_fits(item * (6 * D * D + 4 * config.batch * D * (config.n_max + 1)),
+               f"--d {config.d} with --batch {config.batch} and n = {config.n_max} (V [{D}, {D}], "
+               f"prompts [{config.batch}, {D}, {config.n_max + 1}])",
+               "lower --d or --batch")
+
+
 def run(args) -> int:
     import jax
     import numpy as np
 
     from ttscale import training
+    from ttscale.commands import cli_names, prepare_out_dir
 
-    config = build_config(args)  # validates everything before any compute
-    start = time.perf_counter()
-    result = training.fit(config, jax.random.key(args.seed), out=args.out, chunk=args.chunk,
-                          progress=not args.no_progress)
+    options = {"d": "--d", "steps": "--steps", "batch": "--batch", "learning_rate": "--lr", "c": "--c",
+               "noise": "--noise", "chunk": "--chunk", "probs": "--probs", "Task.n": "--n", "out": "--out"}
+    with cli_names(**options):
+        config = build_config(args)  # validates everything before any compute
+        check_size(config)
+        prepare_out_dir("--out", args.out)
+        start = time.perf_counter()
+        result = training.fit(config, jax.random.key(args.seed), out=args.out, chunk=args.chunk,
+                              progress=not args.no_progress)
     wall = time.perf_counter() - start
     losses = np.asarray(result.losses)
     steps = np.arange(1, len(losses) + 1)
