@@ -137,8 +137,9 @@ def main(argv=None) -> int:
 
         use_cpu_cores(args.cpu_devices, warn=args.cpu_devices is not None)
         return int(args._run(args) or 0)
-    except KeyboardInterrupt:
-        print(f"{prog}: {_interrupted(args)}", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        detail = f" ({exc})" if str(exc) else ""
+        print(f"{prog}: {_interrupted(args)}{detail}", file=sys.stderr)
         return 130
     except (ValueError, TypeError) as exc:
         return fail(2, exc)

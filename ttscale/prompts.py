@@ -38,7 +38,7 @@ import numpy as np
 
 from ttscale import _checks
 from ttscale import rng as rng_mod
-from ttscale.spectra import Covariance, apply_root
+from ttscale.spectra import Covariance, apply_root, check_covariance
 
 
 class Prompts(NamedTuple):
@@ -119,8 +119,7 @@ def sample_normals(key, d: int, length: int, batch: int, dtype=jnp.float32, star
 
 def prompts_from_normals(normals: Normals, cov: Covariance, noise=0.0) -> Prompts:
     """``X = Σ^{1/2} Z``, ``y = Xᵀ w + noise · ε`` (see :meth:`Covariance.apply_sqrt`)."""
-    if not isinstance(cov, Covariance):
-        raise TypeError(f"cov must be a Covariance, got {type(cov).__name__}")
+    cov = check_covariance("cov", cov)
     if normals.Z.shape[-2] != cov.d:
         raise ValueError(f"cov has d={cov.d} but the normals have d={normals.Z.shape[-2]}")
     noise = _check_noise(noise, normals.Z.dtype)
@@ -277,8 +276,7 @@ def sample_statistics(key, cov: Covariance, length, batch: int, noise=0.0, start
     ``length`` may be ``inf`` (``S = Σ`` exactly: only ``w`` is drawn). A concrete ``noise = 0``
     gives ``g = εᵀε/m = None`` (ε is not drawn); a traced ``noise`` always draws ε.
     """
-    if not isinstance(cov, Covariance):
-        raise TypeError(f"cov must be a Covariance, got {type(cov).__name__}")
+    cov = check_covariance("cov", cov)
     _checks.check_prng_key("key", key)
     _checks.positive_count("length", length, allow_inf=True)
     batch = _checks.static_int("batch", batch, minimum=1)

@@ -82,8 +82,20 @@ def cell_parameters(spec: SweepSpec):
     with _x64():
         train = spec.training_covariances(jnp.float64)
         ns = jnp.asarray(spec.ns, jnp.float64)
-        params = jax.vmap(jax.vmap(model.init, in_axes=(None, 0)), in_axes=(0, None))(train, ns)
+        params = _grid_map(model.init)(train, ns)
         return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), params)
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_map(init):
+    """``jit(vmap(vmap(init)))`` over spectra × n, compiled once per model function and grid shape."""
+    return jax.jit(jax.vmap(jax.vmap(init, in_axes=(None, 0)), in_axes=(0, None)))
+
+
+@functools.lru_cache(maxsize=64)
+def _cells_map(fn):
+    """``jit(vmap(vmap(fn)))`` over the ``[S, N]`` cell axes of a parameter pytree."""
+    return jax.jit(jax.vmap(jax.vmap(fn)))
 
 
 def theory_on_grid(spec: SweepSpec, params=None) -> Optional[dict]:
@@ -101,7 +113,7 @@ def theory_on_grid(spec: SweepSpec, params=None) -> Optional[dict]:
         return None
     params = cell_parameters(spec) if params is None else params
     with _x64(), jax.default_device(jax.devices("cpu")[0]):
-        P = jax.vmap(jax.vmap(model.preconditioner))(jax.tree_util.tree_map(jnp.asarray, params))
+        P = _cells_map(model.preconditioner)(jax.tree_util.tree_map(jnp.asarray, params))
         out = theory.on_grid(P, spec.training_covariances(jnp.float64), spec.test_covariances(jnp.float64),
                            jnp.asarray(spec.ns, jnp.float64), jnp.asarray(spec.ms, jnp.float64),
                            jnp.asarray(spec.noise, jnp.float64), k_max=spec.k_max)
@@ -137,12 +149,14 @@ class _Shape:
     n_devices: int
     errors: Any  # model.errors
     reads: str
+    groups: bool  # model.groups: errors(..., group=True) takes a group of cells sharing S_Z
     hints: tuple  # sorted (name, value) pairs of model.hints
 
 
-def _cell_group(d: int, m: Optional[int], k_max: int, local: int, cells: int, crn: bool, dtype) -> int:
-    """Cells ``vmap``-ed together: as many as fit :data:`_MEMORY_BUDGET`, a divisor of ``cells``."""
-    per_prompt = 2 * (k_max + 1) + 3 * (d + 1) ** 2 // _PROMPT_BLOCK
+def _cell_group(d: int, m: Optional[int], k_max: int, local: int, cells: int, crn: bool, dtype,
+                groups: bool = False) -> int:
+    """Cells run together: as many as fit :data:`_MEMORY_BUDGET`, a divisor of ``cells``."""
+    per_prompt = 2 * (k_max + 1) + (0 if groups else 3 * (d + 1) ** 2 // _PROMPT_BLOCK)
     if not crn:
         per_prompt += d * (m or 0) + d * d + (m or 0) + 2 * d
     group = int(max(1, min(_MEMORY_BUDGET // max(1, per_prompt * local * jnp.dtype(dtype).itemsize), cells)))
@@ -188,7 +202,11 @@ def _block_errors(base, cells, shape: _Shape, vmapped: bool):
     def one(cell, blk):
         return shape.errors(cell["params"], _data(blk, cell, shape), shape.k_max, **hints)  # [block, K+1]
 
-    run = jax.vmap(one, in_axes=(0, None)) if vmapped else one
+    if vmapped and shape.groups:  # the model lays out a group of cells itself (Model.groups)
+        def run(cells, blk):
+            return shape.errors(cells["params"], _data(blk, cells, shape), shape.k_max, group=True, **hints)  # [G, block, K+1]
+    else:
+        run = jax.vmap(one, in_axes=(0, None)) if vmapped else one
     out = jax.lax.map(lambda blk: run(cells, blk), tuple(_blocks(x, block) for x in base))  # [nb, (G,) block, K+1]
     out = jnp.moveaxis(out, 0, -3)  # [(G,) nb, block, K+1]
     out = out.reshape(out.shape[:-3] + (b, shape.k_max + 1))
@@ -295,11 +313,12 @@ class _Engine:
         m = None if math.isinf(m) else int(m)
         cells = spec.n_spectra * len(spec.ns)
         model = spec.model_object
-        group = _cell_group(spec.d, m, spec.k_max, batch // self.n_devices, cells, spec.common_random_numbers, spec.dtype)
+        group = _cell_group(spec.d, m, spec.k_max, batch // self.n_devices, cells, spec.common_random_numbers, spec.dtype,
+                            model.groups)
         return _chunk_program(_Shape(
             d=spec.d, m=m, k_max=spec.k_max, batch=batch, cells=cells, cell_group=group,
             crn=spec.common_random_numbers, noisy=spec.noise > 0, dtype=spec.dtype, n_devices=self.n_devices,
-            errors=model.errors, reads=model.reads, hints=self.hints,
+            errors=model.errors, reads=model.reads, groups=model.groups, hints=self.hints,
         ))
 
     def chunk(self, m_index: int, start: int, stop: int, batch: Optional[int] = None):
@@ -513,6 +532,12 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
             median[:, :, mi] = med.reshape(S, N, K1)
             if bar is not None:
                 bar.set_postfix(cells=f"{(mi + 1) * C}/{M * C}")
+    except KeyboardInterrupt:
+        chunks = M * len(starts)
+        kept = len(partial.finished()) if partial is not None else 0
+        where = (f"{kept} of {chunks} chunks are saved in {partial.directory}" if partial is not None
+                 else "nothing was saved (no out)")
+        raise KeyboardInterrupt(f"stopped in test length m = {spec.ms[mi]:g} (index {mi}); {where}") from None
     finally:
         if bar is not None:
             bar.close()

@@ -395,16 +395,21 @@ def best_k(P, Sigma, k_max: int) -> BestK:
     ``spectral_radius ≤ 1`` and ``B`` normal it never does).
     """
     k_max = _checks.static_int("k_max", k_max, minimum=1)
+    return _best_k_and_limit_error(P, Sigma, k_max)[0]
+
+
+def _best_k_and_limit_error(P, Sigma, k_max: int):
+    """``(best_k(P, Σ, k_max), limit_error(P, Σ, k_max))`` from one power iteration (:func:`on_grid` needs both)."""
     P, S, B = _iteration(P, Sigma)
-    errs, log_errs = _log_limit_error(B, k_max)
-    errs, log_errs = errs[1:], log_errs[1:]
+    all_errs, all_logs = _log_limit_error(B, k_max)
+    errs, log_errs = all_errs[1:], all_logs[1:]
     log_errs = jnp.where(jnp.isnan(log_errs), jnp.inf, log_errs)
     idx = jnp.argmin(log_errs)
     tol = 4 * jnp.finfo(B.dtype).eps * (k_max + 1) * (B.shape[-1] + jnp.linalg.norm(P) * jnp.linalg.norm(S))
     later = jnp.arange(k_max) > idx
     turns_up = jnp.any(later & (log_errs > log_errs[idx] + tol))
     rho = jnp.max(jnp.abs(jnp.linalg.eigvals(B))).astype(B.dtype)
-    return BestK(idx + 1, errs[idx], turns_up, rho)
+    return BestK(idx + 1, errs[idx], turns_up, rho), all_errs
 
 
 @functools.partial(jax.jit, static_argnames=("k_max",))
@@ -421,9 +426,9 @@ def on_grid(P, train: Covariance, test: Covariance, ns, ms, noise, *, k_max: int
     Gamma = jnp.linalg.inv((P + jnp.swapaxes(P, -1, -2)) / 2)  # = Γ(Λ, n) for P = Γ⁻¹
 
     def cell(P, G, train, test, n):
-        best = best_k(P, test, max(k_max, 1))
+        best, limit = _best_k_and_limit_error(P, test, max(k_max, 1))
         return dict(
-            limit_error=limit_error(P, test, k_max),
+            limit_error=limit[: k_max + 1],
             one_step_error=jax.vmap(lambda m: one_step_error(P, test, m, noise))(ms),
             overthinking_term=overthinking_term(G, test, ks),
             cor35_bound=cor35_bound(train, n, ks),

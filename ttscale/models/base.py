@@ -20,6 +20,10 @@ record of pure functions:
   the *concrete* parameters of every cell (e.g. "this LSA has the paper's structure, use the
   constant-map fast path"). Never changes the numbers, only which exact kernel runs.
 * ``finite_m`` — the model needs a finite prompt length (the literal LSA divides by ``ρ = m``).
+* ``groups`` — ``errors(..., group=True)`` takes a leading axis of ``G`` cells on the parameters and on
+  ``stats.root``/``stats.noise`` (cells sharing ``S_Z``: common random numbers) and returns
+  ``[G, b, k_max + 1]``, equal to ``G`` separate calls; a faster layout for the engine. Without it the
+  engine ``vmap``-s over cells.
 
 A model defined outside the package is just such a record; :func:`from_step` builds one from a
 single CoT step ``step(params, stats, ŵ) -> ŵ_next``. :mod:`ttscale.models` holds a registry of
@@ -47,6 +51,7 @@ class Model(NamedTuple):
     preconditioner: Optional[Callable[[Any], jax.Array]] = None
     hints: Optional[Callable[[Any], dict]] = None
     finite_m: bool = False
+    groups: bool = False
 
 
 def check_model(name: str, model) -> Model:
@@ -106,7 +111,7 @@ def from_step(name: str, init: Callable, step: Callable, reads: str = "statistic
         est = rollout(one, jnp.zeros_like(w), k_max)  # [k_max, b, d]
         return squared_errors_of(jnp.moveaxis(est, 0, -2), w)
 
-    return check_model("model", Model(name, init, errors, reads, preconditioner, None, finite_m))
+    return check_model("model", Model(name, init, errors, reads, preconditioner, None, finite_m, False))
 
 
 def format_options(options: dict) -> str:

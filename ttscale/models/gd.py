@@ -31,4 +31,4 @@ def make(eta: float = 0.5) -> Model:
         return pseudo_newton.PseudoNewtonParams(jnp.full(train.eigenvalues.shape, eta, train.dtype))
 
     return Model(f"gd:{format_options({'eta': eta})}", init, pseudo_newton.errors, "statistics",
-                 pseudo_newton.preconditioner)
+                 pseudo_newton.preconditioner, groups=True)
