@@ -17,6 +17,7 @@ model defined outside the package needs neither (pass the :class:`Model` itself)
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -44,8 +45,11 @@ def register(name: str, factory: Callable[..., Model]) -> None:
     REGISTRY[name] = factory
 
 
+_FILE_OPTIONS = ("params", "P")  # options naming files: read on every parse
+
+
 def _value(key: str, text: str):
-    if key in ("params", "P"):
+    if key in _FILE_OPTIONS:
         if key == "P":
             try:
                 return np.load(text)
@@ -61,8 +65,22 @@ def _value(key: str, text: str):
 def parse(text: str) -> Model:
     """``"gd:eta=0.5"`` → ``REGISTRY["gd"](eta=0.5)``; ``"lsa:params=FILE.npz"``, ``"pseudo_newton"``, ….
 
-    Raises ``ValueError`` naming the model and listing what is registered.
+    The same text gives the same :class:`Model` object (so compiled programs keyed by its functions are
+    reused), except with file options, which are read again. Raises ``ValueError`` naming the model and
+    listing what is registered.
     """
+    if isinstance(text, str) and not any(f"{opt}=" in text for opt in _FILE_OPTIONS):
+        return _parse_cached(text.strip(), tuple(sorted(REGISTRY.items(), key=lambda kv: kv[0])))
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(text: str, registry: tuple) -> Model:
+    del registry  # part of the cache key: a re-registered name is parsed again
+    return _parse(text)
+
+
+def _parse(text: str) -> Model:
     if not isinstance(text, str):
         raise TypeError(f"model must be a name such as 'gd:eta=0.5', got {type(text).__name__}")
     name, _, rest = text.strip().partition(":")
