@@ -5,7 +5,7 @@
     python benchmarks/gpu_gpt2.py --size quick         # the CPU size committed under results/gpt2
     python benchmarks/gpu_gpt2.py --size tiny          # seconds-scale smoke test of this script
 
-Claims checked (SPEC §8): (1) more CoT steps k compensate a shorter training length n
+Claims checked (docs/science.md §8): (1) more CoT steps k compensate a shorter training length n
 (aligned data Λ = Σ = I); (2) overthinking — error rising with k — under a tilted training
 spectrum (λ_i ∝ 1/i, tr Λ = d) tested on Σ = I. Writes, under ``--out``: per-cell resumable
 checkpoints, ``gpt2_<protocol>.nc`` / ``.npz`` / ``.png`` and ``timings.json`` (wall time per

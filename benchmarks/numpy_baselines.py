@@ -4,7 +4,7 @@ Everything here is plain NumPy (float32 unless told otherwise), vectorised over 
 no Python loop over prompts; the only Python loops are over cells (spectrum × n), CoT steps
 and prompt chunks — which is what a careful NumPy programmer would write.
 
-Math (SPEC §2, §4): prompts ``x_j = Λ^{1/2} z_j``, ``w ~ N(0, I_d)``, ``y = Xᵀ w`` (noiseless);
+Math (docs/science.md §2, §4): prompts ``x_j = Λ^{1/2} z_j``, ``w ~ N(0, I_d)``, ``y = Xᵀ w`` (noiseless);
 ``S_m = X Xᵀ / m``; the learned preconditioner ``P = Γ(Λ, n)⁻¹``,
 ``Γ = (1 + 1/n) Λ + (tr Λ / n) I``. Pseudo-Newton on the error ``e = ŵ − w``:
 ``e_0 = −w``, ``e_{k+1} = (I − P S_m) e_k``. The literal LSA forward:
@@ -232,7 +232,7 @@ def sweep_numpy(d: int, alphas, ns, m: int, k_max: int, prompts: int, scheme: st
 # ----------------------------------------------------------------------------- LSA training
 def lsa_sgd_train(d: int, eigenvalues: np.ndarray, n: int, steps: int, batch: int, learning_rate: float,
                   c: float = 1.0, seed: int = 0, draw=None) -> tuple[np.ndarray, np.ndarray]:
-    """SGD on ``V`` of the LSA with frozen paper ``W`` (scale ``c``), ``ŵ_0 = 0``, ``V_0 = 0`` (SPEC §3).
+    """SGD on ``V`` of the LSA with frozen paper ``W`` (scale ``c``), ``ŵ_0 = 0``, ``V_0 = 0`` (docs/science.md §3).
 
     Loss ``½ E ||f(E)[:, -1] − (0, 0, w, 1)||²``. With ``e_q = [0; 0; 0; 1]``,
     ``f(E)[:, -1] = e_q + V G u / ρ``, ``G = E Eᵀ``, ``u = W e_q``; the gradient is

@@ -4,7 +4,7 @@
 
 Both train ``V`` (all of it, ``W`` frozen at the paper's init, ``c = 1``) by plain SGD with the
 same constant step on ``½ mean_b ||f(E_b)[:, -1] − (0, 0, w_b, 1)||²`` over fresh prompts from
-``Λ = power_law(d, α)`` each step (SPEC §3). Throughput is prompts·steps/s. Agreement: the mean
+``Λ = power_law(d, α)`` each step (docs/science.md §3). Throughput is prompts·steps/s. Agreement: the mean
 loss over the last quarter of the steps (z-score with the s.e. of the per-step losses) and the
 relative Frobenius gap of the learned preconditioners ``P = −c V[ŵ, x]`` against each other and
 against the closed-form fixed point ``Γ⁻¹``.

@@ -29,7 +29,7 @@ def test_crossing_k_exact_on_geometric_curve():
 
 
 def test_matching_k_identity_matches_theory():
-    # the closed form for Λ = Σ = I, m → ∞ crosses at theory.matching_k (≈ 2.04, SPEC §5)
+    # the closed form for Λ = Σ = I, m → ∞ crosses at theory.matching_k (≈ 2.04, docs/science.md §5)
     cov = tts.identity(10)
     lim10 = np.asarray(theory.limit_error(theory.gamma_inverse(cov, 10), cov, 10), float)
     lim30 = np.asarray(theory.limit_error(theory.gamma_inverse(cov, 30), cov, 1), float)

@@ -101,7 +101,7 @@ def test_best_k_aligned_never_turns_up_and_mismatch_turns_up():
     cov = tts.identity(d)
     res = tts.best_k(tts.gamma_inverse(cov, 20), cov, 30)
     assert not bool(res.turns_up) and int(res.k) == 30 and float(res.spectral_radius) < 1
-    # SPEC §6: λ_i = 2/i training, Σ = I, n = 30 diverges even at m → ∞
+    # docs/science.md §6: λ_i = 2/i training, Σ = I, n = 30 diverges even at m → ∞
     i = jnp.arange(1, d + 1, dtype=jnp.float32)
     train = tts.from_eigenvalues(2.0 / i)
     P = tts.gamma_inverse(train, 30)

@@ -1,4 +1,4 @@
-"""Training of the one-layer LSA (SPEC §3, §7): convergence to the Theorem 3.1 / mixture optimum,
+"""Training of the one-layer LSA (docs/science.md §3, §7): convergence to the Theorem 3.1 / mixture optimum,
 vmapped training == separate runs, save/load, chunked resume, the free-W drift, bad input."""
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ def free_trained():
 
 
 def test_free_W_drifts(free_trained):
-    """SPEC §3 pitfall. free W: W[x, ŵ] gets exactly zero gradient, W[y, 1] drifts to c' ≠ c, and the CoT
+    """docs/science.md §3 pitfall. free W: W[x, ŵ] gets exactly zero gradient, W[y, 1] drifts to c' ≠ c, and the CoT
     fixed point is (c'/c) w: the error plateaus at (1 − c'/c)² ||w||² instead of → 0, although the
     one-step map (P = −c' V[ŵ, x] ≈ Γ⁻¹) is learned. (tied W: see test_tied_W_converges.)"""
     config, cov, free = free_trained

@@ -49,7 +49,7 @@ INF = math.inf
 class Claim:
     """One row of the claims report.
 
-    ``statement``: what the paper (or SPEC) says; ``measurement``: what our data shows,
+    ``statement``: what the paper (or docs/science.md) says; ``measurement``: what our data shows,
     with its uncertainty, as text; ``value``/``uncertainty``: the headline number;
     ``verdict``: ``HOLDS`` / ``DOES NOT HOLD`` / ``PARTLY`` / ``SKIPPED``; ``evidence``:
     the numbers the verdict rests on.
@@ -236,7 +236,7 @@ class OverthinkingConfig:
     """Figure 4: tilted training spectra, Σ = I: error falls then rises, larger n worse.
 
     ``spectra`` names training spectra: ``("power", α)`` is ``λ_i ∝ i^{-α}`` with ``tr = d``;
-    ``("scaled", α, s)`` is ``λ_i = s · i^{-α}`` (SPEC §6's normalisation caveat). The claims
+    ``("scaled", α, s)`` is ``λ_i = s · i^{-α}`` (docs/science.md §6's normalisation caveat). The claims
     are checked on the first spectrum. ``test_alpha`` tilts Σ (0 = identity, the paper's).
     """
 
@@ -609,7 +609,7 @@ def claims_overthinking(ds: xr.Dataset) -> list[Claim]:
         shapes = {str(ds.label.sel(spectrum=s).values) if "label" in ds.coords else s: [float(ds["spectral_radius"].sel(spectrum=s, n=n)) for n in ds.n.values] for s in ds.spectrum.values}
         out.append(Claim(
             "normalisation_caveat",
-            "SPEC §6: the normalisation matters — with λ_i = 1/i the m → ∞ error rises from k = 1; with λ_i = 2/i it diverges at m → ∞ for n = 30; with tr Λ = d the m → ∞ error keeps falling (overthinking then comes from finite m).",
+            "docs/science.md §6: the normalisation matters — with λ_i = 1/i the m → ∞ error rises from k = 1; with λ_i = 2/i it diverges at m → ∞ for n = 30; with tr Λ = d the m → ∞ error keeps falling (overthinking then comes from finite m).",
             " | ".join(rows),
             _verdict_normalisation(ds),
             evidence="deterministic case m → ∞ (closed form limit_error, spectral radius of I − PΣ)",
@@ -659,7 +659,7 @@ def claims_best_k(ds: xr.Dataset) -> list[Claim]:
             f"measured argmin of the mean within max(1, 10 %) of the predicted k in {hit}/{total} cells ({100 * frac:.0f} %)" + (("; misses: " + "; ".join(rows[:6])) if rows else ""),
             verdict_from_fraction(frac, holds_at, 0.5), value=frac,
             evidence=f"grid: λ_i = s/i, s ∈ {list(map(float, ds.scale.values))}, n ∈ {list(map(float, ds.n.values))}, Σ = I, k ≤ {kmax}"
-                     + ("" if not np.isfinite(m) else "; at finite m a few prompts with λ_max(Γ⁻¹S_m) > 2 make the mean turn up earlier than the m → ∞ theory predicts (SPEC §6, cause b)"),
+                     + ("" if not np.isfinite(m) else "; at finite m a few prompts with λ_max(Γ⁻¹S_m) > 2 make the mean turn up earlier than the m → ∞ theory predicts (docs/science.md §6, cause b)"),
         ))
     ov = ds["overthinking_term"].sel(k=slice(1, None))
     lim = ds["limit_error"].sel(k=slice(1, None))
@@ -840,7 +840,7 @@ def claims_task_selection(ds: xr.Dataset) -> list[Claim]:
         "type_ranking", f"The paper's ranking of mean selected probability: {paper}.",
         "; ".join(f"{c}: {r}" for c, r in rk.items()),
         verdict_from_fraction(n_match / max(len(rk), 1), 1.0, 1e-9),
-        evidence="SPEC §7: what α and B are is not public; our reading may not reproduce the middle of the ranking"))
+        evidence="docs/science.md §7: what α and B are is not public; our reading may not reproduce the middle of the ranking"))
     ks = cmp.k.values
     kk = int(ks[-1])
     sel = [c for c in cmp.mixture.values if c in crit]

@@ -1,4 +1,4 @@
-"""A GPT-2 that predicts the task vector ``w`` in context, with test-time chain of thought (SPEC §8).
+"""A GPT-2 that predicts the task vector ``w`` in context, with test-time chain of thought (docs/science.md §8).
 
 Tokens (one per row of the sequence, ``T = n + j`` tokens in all)::
 
@@ -23,7 +23,7 @@ estimate positions, prompts from :func:`ttscale.prompts.sample_prompts` with dat
 ``fold_in(key, step)``, a ``lax.scan`` over the steps of a jitted chunk, a checkpoint per chunk.
 Two protocols:
 
-* ``"single_step"`` — one estimate token ``ŵ_0 = 0`` (as the LSA theory, SPEC §3);
+* ``"single_step"`` — one estimate token ``ŵ_0 = 0`` (as the LSA theory, docs/science.md §3);
 * ``"self_rollout"`` — estimate tokens ``ŵ_0 = 0, ŵ_1..ŵ_{K−1}`` from the model's own
   stop-gradient rollout, every estimate position supervised with ``w`` (``K = k_train``).
 

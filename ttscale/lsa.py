@@ -1,4 +1,4 @@
-"""One-layer linear self-attention (LSA) on the paper's prompt embedding (SPEC §2).
+"""One-layer linear self-attention (LSA) on the paper's prompt embedding (docs/science.md §2).
 
 Embedding ``E ∈ R^{(2d+2) × (n+1)}`` with row blocks ``[x (d); y (1); ŵ (d); 1 (1)]``:
 data columns ``[x_j; y_j; 0; 0]`` and a last (query) column ``[0; 0; ŵ_0; 1]``.

@@ -1,8 +1,8 @@
-"""Task selection for multi-task training (SPEC §7, Proposition 4.3 of arXiv 2510.03605).
+"""Task selection for multi-task training (docs/science.md §7, Proposition 4.3 of arXiv 2510.03605).
 
 A **task pool** holds ``L`` training tasks, task ``ℓ`` with covariance ``Λ_ℓ`` and prompt length
 ``n_ℓ``. Training on the mixture ``π`` (one task per prompt, task ``ℓ`` with probability ``π_ℓ``)
-learns the preconditioner (SPEC §7, :func:`ttscale.theory.mixture_preconditioner`)
+learns the preconditioner (docs/science.md §7, :func:`ttscale.theory.mixture_preconditioner`)
 
     P(π) = Λ̄ Q⁻¹,   Λ̄ = Σ_ℓ π_ℓ Λ_ℓ,   Q = Σ_ℓ π_ℓ Γ(Λ_ℓ, n_ℓ) Λ_ℓ.
 
@@ -933,7 +933,7 @@ def selection_report(out: str = "results/selection", quick: bool = False, seed: 
             worse = [int(k) for k in cmp["k"].values[1:] if a.sel(k=k) - 2 * sa.sel(k=k) > b.sel(k=k) + 2 * sb.sel(k=k)]
             verdicts.append(f"- `{c}` vs `{base}`: lower error (beyond 2 s.e.) at k = {better or 'none'}; "
                             f"higher at k = {worse or 'none'}.")
-    summary = f"""# Task selection (SPEC §7, Proposition 4.3)
+    summary = f"""# Task selection (docs/science.md §7, Proposition 4.3)
 
 Regenerate: `python -m ttscale.selection --out {out}{' --quick' if quick else ''} --seed {seed} --overwrite`.
 

@@ -9,7 +9,7 @@ A covariance is an eigenvalue vector ``λ [d]`` plus an optional orthonormal bas
 passed through ``jax.vmap`` and a sweep never recompiles per spectrum. Constructors
 validate concrete inputs and raise ``ValueError``/``TypeError`` naming the argument.
 
-Task hardness (SPEC §1): ``Hard(Λ) = tr Λ / λ_min(Λ)``.
+Task hardness (docs/science.md §1): ``Hard(Λ) = tr Λ / λ_min(Λ)``.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def identity(d: int, dtype=jnp.float32) -> Covariance:
 def power_law(d: int, alpha, trace=None, dtype=jnp.float32) -> Covariance:
     """Power-law spectrum ``λ_i = t · i^{-α} / Σ_j j^{-α}``, ``i = 1..d``.
 
-    ``trace`` ``t`` defaults to ``d`` (SPEC §1: same signal power as ``I_d``). ``alpha``
+    ``trace`` ``t`` defaults to ``d`` (docs/science.md §1: same signal power as ``I_d``). ``alpha``
     may be traced (e.g. ``jax.vmap(lambda a: power_law(d, a))(alphas)``) and may be an
     array ``[S]`` to build a stack of ``S`` spectra at once. ``Hard = t / λ_d``.
     """

@@ -1,4 +1,4 @@
-"""Closed forms of the paper (SPEC §3–§5, §7), each checked against simulation in the tests.
+"""Closed forms of the paper (docs/science.md §3–§5, §7), each checked against simulation in the tests.
 
 Notation: training covariance ``Λ``, training prompt length ``n``, test covariance ``Σ``,
 test prompt length ``m``, ``k`` LSA passes from ``w_0 = 0``, preconditioner ``P``

@@ -1,6 +1,6 @@
-"""Optax training of the one-layer LSA on in-context regression prompts (SPEC §3, §7).
+"""Optax training of the one-layer LSA on in-context regression prompts (docs/science.md §3, §7).
 
-Loss (SPEC §3), per prompt of length ``n`` with ``ŵ_0 = 0`` and no CoT:
+Loss (docs/science.md §3), per prompt of length ``n`` with ``ŵ_0 = 0`` and no CoT:
 
     ℓ(W, V) = ½ || f(E)[:, -1] − (0_d, 0, w, 1) ||²,   f(E)[:, -1] = e_q + V E (Eᵀ W e_q) / ρ,  ρ = n,
 
@@ -27,7 +27,7 @@ Trainable ``c`` / ``W`` (tied/free) get the step ``1 / tr(P Q Pᵀ)``, the curva
 Adam's default step is ``5e-2``.
 
 Options: ``w_mode="frozen"`` (``W`` fixed at the paper init), ``"tied"`` (``W = paper_W(c)`` with ``c``
-trainable), ``"free"`` (all of ``W`` trainable: SPEC §3 pitfall — ``W[x, ŵ]`` gets exactly zero gradient
+trainable), ``"free"`` (all of ``W`` trainable: docs/science.md §3 pitfall — ``W[x, ŵ]`` gets exactly zero gradient
 while ``W[y, 1]`` drifts, so the CoT fixed point becomes a scaled ``w``; see ``tests/test_training.py``).
 ``v_mode="full"`` trains all of ``V``; ``"block"`` only ``V[ŵ, x]``.
 
@@ -442,7 +442,7 @@ def last_column(params: LSAParams, X: jax.Array, y: jax.Array, rho) -> jax.Array
 
 
 def lsa_loss(params: LSAParams, batch: TrainBatch) -> jax.Array:
-    """``mean_b ½ || f(E_b)[:, -1] − (0_d, 0, w_b, 1) ||²`` (SPEC §3), ``ρ_b`` = the prompt's ``n``."""
+    """``mean_b ½ || f(E_b)[:, -1] − (0_d, 0, w_b, 1) ||²`` (docs/science.md §3), ``ρ_b`` = the prompt's ``n``."""
     cols = jax.vmap(last_column, in_axes=(None, 0, 0, 0))(params, batch.X, batch.y, batch.rho)
     target = lsa_mod.query_column(batch.w)
     return 0.5 * jnp.mean(jnp.sum((cols - target) ** 2, axis=-1))

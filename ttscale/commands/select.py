@@ -1,4 +1,4 @@
-"""``ttscale select``: choose a training-task mixture for a target covariance (SPEC §7)."""
+"""``ttscale select``: choose a training-task mixture for a target covariance (docs/science.md §7)."""
 
 from __future__ import annotations
 
