@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+
+# The CLI keeps compiled programs in the user's cache directory; the tests leave it alone
+# (tests/test_devices.py turns the cache on explicitly, in a temporary directory).
+os.environ.setdefault("TTSCALE_NO_CACHE", "1")
 
 import jax
 import jax.numpy as jnp

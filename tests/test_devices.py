@@ -168,3 +168,37 @@ def test_xla_flags_device_count_wins(reports):
     assert r["five"] == r["default"] == 2
     assert r["devices"] == 2
     assert r["warnings"] == []
+
+
+_CACHE_PROBE = """
+import sys, jax.monitoring
+hits = []
+jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event) if "cache_hits" in event else None)
+from ttscale.cli import main
+rc = main(sys.argv[1:])
+print("HITS", len(hits), "RC", rc)
+"""
+
+
+def test_the_cli_keeps_compiled_programs_across_processes(tmp_path):
+    """Two processes run the same sweep: the second loads its big programs from the persistent cache
+    (JAX's cache_hits events), --no-cache and TTSCALE_NO_CACHE=1 turn it off."""
+    cache = tmp_path / "xla"
+    env = dict(os.environ, TTSCALE_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu")
+    env.pop("TTSCALE_NO_CACHE", None)
+    argv = ["sweep", "--d", "6", "--alpha", "0,1", "--n", "5,20", "--m", "30", "--k-max", "8", "--prompts", "512",
+            "--no-progress"]
+
+    def run(*extra, **more_env):
+        out = subprocess.run([sys.executable, "-c", _CACHE_PROBE, *extra, *argv], env=dict(env, **more_env), cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        line = [ln for ln in out.stdout.splitlines() if ln.startswith("HITS")][-1].split()
+        return int(line[1])
+
+    first = run()  # compiles and stores every program (a program met twice in one process is a hit already)
+    stored = len(list(cache.iterdir()))
+    assert stored > 0
+    second = run()  # loads every program: more hits, nothing new stored
+    assert second > first and second >= stored and len(list(cache.iterdir())) == stored, (first, second, stored)
+    assert run("--no-cache") == 0 and run(TTSCALE_NO_CACHE="1") == 0

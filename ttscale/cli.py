@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ttscale", description=plain(__doc__.splitlines()[0]))
     parser.add_argument("--cpu-devices", type=int, default=None, metavar="N",
                         help="split the CPU into N XLA devices that sweeps shard over (default: one per usable core)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="do not keep compiled programs across runs (default: kept in $TTSCALE_CACHE_DIR or "
+                             "~/.cache/ttscale/xla; TTSCALE_NO_CACHE=1 also turns it off)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in _available().items():
         p = sub.add_parser(name, help=plain(module.HELP), description=plain(module.HELP))
@@ -133,9 +136,11 @@ def main(argv=None) -> int:
         return code
 
     try:
-        from ttscale.devices import use_cpu_cores
+        from ttscale.devices import use_compile_cache, use_cpu_cores
 
         use_cpu_cores(args.cpu_devices, warn=args.cpu_devices is not None)
+        if not args.no_cache:
+            use_compile_cache()
         return int(args._run(args) or 0)
     except KeyboardInterrupt as exc:
         detail = f" ({exc})" if str(exc) else ""
