@@ -211,3 +211,19 @@ def test_select_refuses_a_nan_objective(capsys):
     line = _one_error_line(capsys, "select")
     assert "not finite at k=300" in line and "no mixture was selected" in line
     assert "█" not in capsys.readouterr().out
+
+
+def test_help_imports_no_jax():
+    """``ttscale --help`` and ``ttscale <cmd> --help`` answer without importing JAX (``import ttscale`` is lazy)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom ttscale.cli import main\nfor argv in (['--help'], ['sweep', '--help'], ['train', '--help']):\n"
+             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+             "print('JAX_IMPORTED', 'jax' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "JAX_IMPORTED False" in out.stdout, out.stdout[-500:]
+    import ttscale
+
+    assert set(ttscale.__all__) <= set(dir(ttscale)) and callable(ttscale.run_sweep) and ttscale.models.REGISTRY

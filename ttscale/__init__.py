@@ -17,96 +17,105 @@ On a multi-core CPU call ``tts.use_cpu_cores()`` before any JAX operation: sweep
 their prompts over one XLA device per core (the ``ttscale`` command line does this).
 """
 
-from ttscale.spectra import (
-    Covariance,
-    as_covariance,
-    from_eigenvalues,
-    from_matrix,
-    hardness,
-    identity,
-    power_law,
-    random_orthogonal,
-    rotated,
-    stack,
-    unstack,
-)
-from ttscale.prompts import (
-    Normals,
-    Prompts,
-    Statistics,
-    prompts_at,
-    prompts_from_normals,
-    sample_normals,
-    sample_prompts,
-    sample_statistics,
-    statistics_of,
-)
-from ttscale import models
-from ttscale.models import Model
-from ttscale.lsa import (
-    LSAParams,
-    embed,
-    forward,
-    forward_last_column,
-    optimal_params,
-    paper_init,
-    params_from_preconditioner,
-    preconditioner_from_V,
-    predict,
-)
-from ttscale.cot import (
-    ErrorCurve,
-    error_curve,
-    lsa_errors,
-    lsa_estimates,
-    pseudo_newton_errors,
-    pseudo_newton_estimates,
-    rollout,
-    squared_errors,
-)
-from ttscale.theory import (
-    BestK,
-    best_k,
-    cor35_bound,
-    cor35_rate,
-    gamma,
-    gamma_inverse,
-    limit_error,
-    matching_k,
-    mixture_preconditioner,
-    one_step_error,
-    overthinking_term,
-    second_moment,
-    thm33_bound,
-)
-
-from ttscale.training import (
-    Task,
-    TaskArrays,
-    TrainConfig,
-    TrainResult,
-    fit,
-    load_params,
-    make_task_arrays,
-    make_train,
-    make_model_train,
-    make_train_batched,
-    optimal_preconditioner,
-    save_params,
-    stack_task_arrays,
-)
-from ttscale.sweep import SweepSpec, prompt_errors, run_sweep, theory_on_grid
-from ttscale.devices import use_cpu_cores
-from ttscale.store import SpecMismatchError
-from ttscale.selection import CRITERIA, Selection, TaskPool, paper_pool, select_mixture, task_pool
+#: Public name → the module that defines it. Loaded on first use (PEP 562), so ``import ttscale``
+#: (and ``ttscale --help``) does not import JAX; ``from ttscale import power_law`` works as before.
+_EXPORTS = {
+    "Covariance": "ttscale.spectra",
+    "as_covariance": "ttscale.spectra",
+    "from_eigenvalues": "ttscale.spectra",
+    "from_matrix": "ttscale.spectra",
+    "hardness": "ttscale.spectra",
+    "identity": "ttscale.spectra",
+    "power_law": "ttscale.spectra",
+    "random_orthogonal": "ttscale.spectra",
+    "rotated": "ttscale.spectra",
+    "stack": "ttscale.spectra",
+    "unstack": "ttscale.spectra",
+    "Normals": "ttscale.prompts",
+    "Prompts": "ttscale.prompts",
+    "Statistics": "ttscale.prompts",
+    "prompts_at": "ttscale.prompts",
+    "prompts_from_normals": "ttscale.prompts",
+    "sample_normals": "ttscale.prompts",
+    "sample_prompts": "ttscale.prompts",
+    "sample_statistics": "ttscale.prompts",
+    "statistics_of": "ttscale.prompts",
+    "LSAParams": "ttscale.lsa",
+    "embed": "ttscale.lsa",
+    "forward": "ttscale.lsa",
+    "forward_last_column": "ttscale.lsa",
+    "optimal_params": "ttscale.lsa",
+    "paper_init": "ttscale.lsa",
+    "params_from_preconditioner": "ttscale.lsa",
+    "preconditioner_from_V": "ttscale.lsa",
+    "predict": "ttscale.lsa",
+    "ErrorCurve": "ttscale.cot",
+    "error_curve": "ttscale.cot",
+    "lsa_errors": "ttscale.cot",
+    "lsa_estimates": "ttscale.cot",
+    "pseudo_newton_errors": "ttscale.cot",
+    "pseudo_newton_estimates": "ttscale.cot",
+    "rollout": "ttscale.cot",
+    "squared_errors": "ttscale.cot",
+    "BestK": "ttscale.theory",
+    "best_k": "ttscale.theory",
+    "cor35_bound": "ttscale.theory",
+    "cor35_rate": "ttscale.theory",
+    "gamma": "ttscale.theory",
+    "gamma_inverse": "ttscale.theory",
+    "limit_error": "ttscale.theory",
+    "matching_k": "ttscale.theory",
+    "mixture_preconditioner": "ttscale.theory",
+    "one_step_error": "ttscale.theory",
+    "overthinking_term": "ttscale.theory",
+    "second_moment": "ttscale.theory",
+    "thm33_bound": "ttscale.theory",
+    "Task": "ttscale.training",
+    "TaskArrays": "ttscale.training",
+    "TrainConfig": "ttscale.training",
+    "TrainResult": "ttscale.training",
+    "fit": "ttscale.training",
+    "load_params": "ttscale.training",
+    "make_task_arrays": "ttscale.training",
+    "make_train": "ttscale.training",
+    "make_model_train": "ttscale.training",
+    "make_train_batched": "ttscale.training",
+    "optimal_preconditioner": "ttscale.training",
+    "save_params": "ttscale.training",
+    "stack_task_arrays": "ttscale.training",
+    "Model": "ttscale.models",
+    "SweepSpec": "ttscale.sweep",
+    "prompt_errors": "ttscale.sweep",
+    "run_sweep": "ttscale.sweep",
+    "theory_on_grid": "ttscale.sweep",
+    "use_cpu_cores": "ttscale.devices",
+    "SpecMismatchError": "ttscale.store",
+    "CRITERIA": "ttscale.selection",
+    "Selection": "ttscale.selection",
+    "TaskPool": "ttscale.selection",
+    "paper_pool": "ttscale.selection",
+    "select_mixture": "ttscale.selection",
+    "task_pool": "ttscale.selection",
+}
+_SUBMODULES = ("models", "gpt2", "cot", "lsa", "prompts", "spectra", "theory", "training", "sweep", "store", "summary", "selection", "experiments", "plots", "report", "rng", "devices")
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # Flax is imported only when the GPT-2 model is asked for.
-    if name == "gpt2":
-        import importlib
+    import importlib
 
-        return importlib.import_module("ttscale.gpt2")
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later look-ups are plain attribute reads
+        return value
+    if name in _SUBMODULES:  # e.g. ttscale.models, ttscale.gpt2 (Flax only when asked for)
+        return importlib.import_module(f"ttscale.{name}")
     raise AttributeError(f"module 'ttscale' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
+
+
+__all__ = sorted(_EXPORTS)
