@@ -146,6 +146,9 @@ def sample_prompts(key, cov: Covariance, length: int, batch: int, noise=0.0, sta
     return prompts_from_normals(sample_normals(key, cov.d, length, batch, cov.dtype, start), cov, noise)
 
 
+_sample_prompts_jit = jax.jit(sample_prompts, static_argnums=(2, 3))  # one wrapper: its compiled programs are reused
+
+
 def prompts_at(key, idx, cov: Covariance, m: int, noise: float = 0.0) -> Prompts:
     """The prompts with indices ``idx`` (any order) of ``key``, as :func:`sample_prompts` and the sweep draw them.
 
@@ -156,8 +159,7 @@ def prompts_at(key, idx, cov: Covariance, m: int, noise: float = 0.0) -> Prompts
         raise ValueError("idx must be a non-empty array of prompt indices in [0, 2^32)")
     lo, hi = int(idx.min()), int(idx.max())
     m = _checks.static_int("m", m, minimum=1)
-    fn = jax.jit(sample_prompts, static_argnums=(2, 3))
-    whole = fn(key, cov, m, hi - lo + 1, noise, np.uint32(lo))
+    whole = _sample_prompts_jit(key, cov, m, hi - lo + 1, noise, np.uint32(lo))
     return jax.tree_util.tree_map(lambda x: x[idx - lo], whole)
 
 
