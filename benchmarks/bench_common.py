@@ -261,3 +261,37 @@ def common_arguments(parser, repeats: int = 3) -> None:
     parser.add_argument("--repeats", type=int, default=repeats, help=f"timed repeats, median reported (default {repeats})")
     parser.add_argument("--json", type=str, default=None, help="also write the figures to this JSON file")
     parser.add_argument("--no-peak", action="store_true", help="skip the matmul-peak measurement")
+
+
+# ----------------------------------------------------------------------------- strong NumPy baseline
+def strong_numpy(d: int, alphas, ns, m: int, k_max: int, prompts: int, scheme: str, ttscale_s: float,
+                 repeats: int = 3, seed: int = 1, threads: int = 2, ttscale_prompts: int | None = None,
+                 mean=None, stderr=None) -> dict:
+    """Time the strong NumPy baseline (``numpy_baselines.sweep_numpy_strong``) and print ttscale's ratio to it.
+
+    Two rows: ``"prompts"`` (NumPy draws ``Z``: like-for-like against ttscale drawing prompts) and, when
+    ``m ≥ d``, ``"wishart"`` (NumPy draws ``S_Z`` by Bartlett: end-to-end against ttscale's best sampler).
+    The normal generator is the faster of Box–Muller and ``standard_normal`` measured now. Ratios are per
+    prompt (``ttscale_prompts`` per cell on ttscale's side, default ``prompts``); with ``mean``/``stderr``
+    (ttscale's) each row also reports :func:`agreement`. Returns ``{"method", "rows": {sampler: {...}},
+    "strongest": sampler}``.
+    """
+    from numpy_baselines import sweep_numpy_strong, time_normal_methods
+
+    method = time_normal_methods(size=1 << 21, repeats=3)["fastest"]
+    tt_rate = (ttscale_prompts or prompts) / ttscale_s
+    out = {"method": method, "rows": {}}
+    for sampler in ("prompts", "wishart") if m >= d else ("prompts",):
+        res = time_numpy(lambda: sweep_numpy_strong(d, alphas, ns, m, k_max, prompts, scheme=scheme, sampler=sampler,
+                                                    seed=seed, threads=threads, method=method), repeats=repeats)
+        summ = res.pop("result").summary
+        res["ratio"] = tt_rate / (prompts / res["median_s"])
+        if mean is not None:
+            res["agreement"] = agreement(mean, stderr, summ.mean, summ.stderr)
+        out["rows"][sampler] = res
+        ok = "" if mean is None else f"  agreement max z {res['agreement']['max_z']:.2f} -> {'OK' if res['agreement']['ok'] else 'CHECK'}"
+        print(f"{'NumPy strong (' + sampler + ')':<22} {scheme:<12} {'':>8} {'':>9} {res['median_s']:>9.3f} "
+              f"{'':>12} {'':>8} {'':>7} {1.0:>7.1f}×  ttscale is {res['ratio']:.2f}× this "
+              f"({method} normals, {threads} threads){ok}")
+    out["strongest"] = min(out["rows"], key=lambda k: out["rows"][k]["median_s"])
+    return out

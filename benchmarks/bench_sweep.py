@@ -213,6 +213,10 @@ def main(argv=None, model: str = "pseudo_newton", name: str = "sweep-A") -> dict
         print(f"{'NumPy baseline':<22} {scheme:<12} {'':>8} {'':>9} {base['median_s']:>9.3f} "
               f"{bc.fmt_rate(rate_np):>12} {gf_np:>8.2f} {100 * gf_np / peak:>6.1f}% {1.0:>7.1f}×"
               + ("  (GFLOP/s of the literal forward)" if model == "lsa" else ""))
+        strong = None
+        if model == "pseudo_newton":  # the strong baseline (float32 Box–Muller, blocks, threads): ratios against it
+            strong = bc.strong_numpy(d, alphas, ns, m, k, bprompts, scheme, tt["median_s"], repeats=args.repeats,
+                                     seed=args.seed + 2, ttscale_prompts=args.prompts, mean=tt_mean, stderr=tt_se)
         extra = ""
         if scheme == "independent":
             share_np = bres.rng_seconds / base["median_s"]
@@ -229,7 +233,7 @@ def main(argv=None, model: str = "pseudo_newton", name: str = "sweep-A") -> dict
             print(extra)
         results["rows"].append({"scheme": scheme, "ttscale": tt, "numpy": base, "agreement": agree,
                                 "rate_ttscale": rate_tt, "rate_numpy": rate_np, "gflops_ttscale": gf_tt,
-                                "gflops_numpy": gf_np, "speedup": speedup})
+                                "gflops_numpy": gf_np, "speedup": speedup, "numpy_strong": strong})
     if args.memory:
         P = args.prompts
         configs = [(P, max(P // 4, 1)), (4 * P, max(P // 4, 1)), (16 * P, max(P // 4, 1)), (16 * P, P)]

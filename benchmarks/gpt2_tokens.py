@@ -2,7 +2,8 @@
 
     python benchmarks/gpt2_tokens.py [--quick] [--preset paper] [--d 10] [--n 40] [--k-max 8] [--batch 32]
 
-Two workloads on one randomly initialised model (``preset`` ``paper`` = width 256, 12 layers,
+Two workloads on one randomly initialised model in the ``pair`` input format (the one the NumPy
+forward implements; ``garg`` has ``2n`` context tokens instead of ``n``, the same blocks) (``preset`` ``paper`` = width 256, 12 layers,
 8 heads, ≈ 9.5M parameters):
 
 * **forward** — teacher-forced pass over ``n`` example tokens + ``k_max`` estimate tokens
@@ -70,8 +71,9 @@ def main(argv=None) -> dict:
     import ttscale as tts
 
     d, n, k, b = args.d, args.n, args.k_max, args.batch
-    config = gpt2.gpt2_config(args.preset, d=d, max_len=n + k)
-    model = gpt2.init_gpt2(config, 0)
+    # the NumPy baseline implements the pair input format ([x; y] example tokens + typed estimate tokens)
+    config = gpt2.gpt2_config(args.preset, d=d, max_len=n + k, format="pair")
+    model = gpt2.init_gpt2(0, config)
     params = numpy_params(model)
     prompts = tts.sample_prompts(jax.random.key(1), tts.identity(d), n, b)
     estimates = jax.random.normal(jax.random.key(2), (b, k, d), jnp.float32)

@@ -229,6 +229,223 @@ def sweep_numpy(d: int, alphas, ns, m: int, k_max: int, prompts: int, scheme: st
     return SweepResult(summary, rng_seconds)
 
 
+# ----------------------------------------------------------------------------- strong baseline
+# What a careful NumPy user writes for sweep-A: float32 throughout, the faster of two normal
+# generators, blocks of prompts that stay in cache, B = I − P S formed once per prompt and
+# iterated as batched matmuls, cells spread over threads (NumPy releases the GIL inside BLAS, the
+# generators and ufuncs), OpenBLAS itself single-threaded meanwhile.
+
+NORMAL_METHODS = ("box_muller", "generator")
+SAMPLERS = ("prompts", "wishart")
+
+
+def _openblas():
+    """The ``ctypes`` handle of the OpenBLAS NumPy loaded and its symbol suffix, or ``(None, "")``."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = sorted({line.split()[-1] for line in fh if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        return None, ""
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", "")):
+            if hasattr(lib, f"{prefix}_set_num_threads{suffix}") and hasattr(lib, f"{prefix}_get_num_threads{suffix}"):
+                return lib, (prefix, suffix)
+    return None, ""
+
+
+def blas_threads(n: int | None = None) -> int | None:
+    """OpenBLAS's thread count (``None`` if NumPy's BLAS is not a findable OpenBLAS); with ``n``, set it first.
+
+    Returns the count before the change, so ``old = blas_threads(1); ...; blas_threads(old)`` restores it.
+    (Leaves ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` alone.)
+    """
+    lib, names = _openblas()
+    if lib is None:
+        return None
+    prefix, suffix = names
+    old = int(getattr(lib, f"{prefix}_get_num_threads{suffix}")())
+    if n is not None:
+        getattr(lib, f"{prefix}_set_num_threads{suffix}")(int(n))
+    return old
+
+
+def box_muller(rng: np.random.Generator, shape, dtype=np.float32) -> np.ndarray:
+    """Standard normals by Box–Muller from ``rng.random(dtype=float32)``: ``r = √(−2 log(1 − u))``, ``θ = 2π v``.
+
+    Both ``r cos θ`` and ``r sin θ`` are used (two normals per pair of uniforms); ``1 − u ∈ (0, 1]``
+    keeps the log finite. → ``shape`` array of ``dtype``.
+    """
+    shape = tuple(np.atleast_1d(shape).tolist()) if not isinstance(shape, tuple) else shape
+    size = int(np.prod(shape))
+    half = (size + 1) // 2
+    u = rng.random(2 * half, dtype=np.float32)
+    r = np.log1p(-u[:half])
+    r *= np.float32(-2.0)
+    np.sqrt(r, out=r)
+    theta = u[half:]
+    theta *= np.float32(2.0 * np.pi)
+    out = np.empty(2 * half, np.float32)
+    np.cos(theta, out=out[:half])
+    np.sin(theta, out=out[half:])
+    out[:half] *= r
+    out[half:] *= r
+    return out[:size].reshape(shape).astype(dtype, copy=False)
+
+
+def normals(rng: np.random.Generator, shape, method: str = "box_muller") -> np.ndarray:
+    """float32 standard normals: ``"box_muller"`` (:func:`box_muller`) or ``"generator"`` (``rng.standard_normal``)."""
+    if method == "box_muller":
+        return box_muller(rng, shape)
+    if method == "generator":
+        return rng.standard_normal(shape, dtype=np.float32)
+    raise ValueError(f"method must be one of {NORMAL_METHODS}, got {method!r}")
+
+
+def time_normal_methods(size: int = 2**22, repeats: int = 3, bit_generator=np.random.SFC64) -> dict:
+    """Median seconds per ``size`` float32 normals of each method → ``{"box_muller": s, "generator": s, "fastest": name}``."""
+    out = {}
+    for method in NORMAL_METHODS:
+        rng = np.random.Generator(bit_generator(0))
+        times = []
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            normals(rng, (size,), method)
+            times.append(time.perf_counter() - t0)
+        out[method] = float(np.median(times))
+    out["fastest"] = min(NORMAL_METHODS, key=lambda k: out[k])
+    return out
+
+
+def wishart_whitened(rng: np.random.Generator, batch: int, d: int, m: int, method: str = "box_muller") -> np.ndarray:
+    """``S_Z = Z Zᵀ / m`` drawn directly (Bartlett): ``Z Zᵀ = L Lᵀ`` → ``[batch, d, d]`` float32; needs ``m ≥ d``.
+
+    ``L`` lower-triangular with ``L_ii² ~ χ²_{m−i+1}`` (``i = 1..d``; ``χ²_k = 2 Gamma(k/2)``) and
+    ``L_ij ~ N(0, 1)`` below the diagonal: ``d(d−1)/2`` normals and ``d`` chi-squares per prompt
+    instead of ``d m``.
+    """
+    if m < d:
+        raise ValueError(f"m must be >= d = {d} for the Bartlett decomposition, got {m}")
+    L = np.zeros((batch, d, d), np.float32)
+    rows, cols = np.tril_indices(d, -1)
+    L[:, rows, cols] = normals(rng, (batch, rows.size), method)
+    dof = np.float32(m) - np.arange(d, dtype=np.float32)  # m, m − 1, ..., m − d + 1
+    diag = rng.standard_gamma(np.broadcast_to(dof / np.float32(2), (batch, d)), dtype=np.float32)
+    idx = np.arange(d)
+    L[:, idx, idx] = np.sqrt(np.float32(2) * diag)
+    S = np.matmul(L, L.transpose(0, 2, 1))
+    S *= np.float32(1.0 / m)
+    return S
+
+
+def _block_errors_from_SZ(S_Z: np.ndarray, sqrt_lam: np.ndarray, p: np.ndarray, w: np.ndarray, k_max: int,
+                          out: np.ndarray) -> None:
+    """``out [b, k_max + 1] = ||e_k||²`` for ``e_{k+1} = B e_k``, ``B = I − P S``, ``S = D S_Z D``, ``e_0 = −w``.
+
+    ``D = diag(sqrt_lam)``, ``P = diag(p)``: ``B_ij = δ_ij − p_i D_i (S_Z)_ij D_j``, formed once per prompt;
+    the ``k_max`` steps are batched ``[b, d, d] @ [b, d, 1]`` matmuls on the (cache-resident) block.
+    """
+    d = S_Z.shape[-1]
+    B = S_Z * (-(p * sqrt_lam))[:, None]
+    B *= sqrt_lam
+    B[:, np.arange(d), np.arange(d)] += np.float32(1)
+    e = (-w)[:, :, None]
+    out[:, 0] = np.einsum("bi,bi->b", w, w)
+    for k in range(1, k_max + 1):
+        e = np.matmul(B, e)
+        out[:, k] = np.einsum("bij,bij->b", e, e)
+
+
+def _whitened_block(rng, b: int, d: int, m: int, sampler: str, method: str):
+    """``(S_Z [b, d, d], w [b, d])`` of ``b`` fresh prompts: from ``Z [b, d, m]`` or straight from the Wishart."""
+    if sampler == "wishart":
+        S_Z = wishart_whitened(rng, b, d, m, method)
+    else:
+        Z = normals(rng, (b, d, m), method)
+        S_Z = np.matmul(Z, Z.transpose(0, 2, 1))
+        S_Z *= np.float32(1.0 / m)
+    return S_Z, normals(rng, (b, d), method)
+
+
+def sweep_numpy_strong(d: int, alphas, ns, m: int, k_max: int, prompts: int, scheme: str = "independent",
+                       sampler: str = "prompts", seed: int = 0, block: int = 256, threads: int = 2,
+                       method: str = "box_muller") -> SweepResult:
+    """Sweep-A (pseudo-Newton, noiseless, ``Σ = Λ`` power law with tr = d) as a careful NumPy user writes it.
+
+    Per cell ``(α, n)``: ``P = Γ(Λ, n)⁻¹ = diag(1 / ((1 + 1/n) λ + tr Λ / n))``; per prompt
+    ``S = Λ^{1/2} S_Z Λ^{1/2}`` with ``S_Z = Z Zᵀ / m``, ``e_0 = −w``, ``e_{k+1} = (I − P S) e_k``,
+    errors ``||e_k||²`` (``= ||w_k − w||²`` of ``w_{k+1} = w_k + P(b − S w_k)``, ``b = S w``, ``w_0 = 0``).
+
+    * ``scheme="independent"``: every cell draws its own prompts (its own ``Generator``, spawned from
+      ``seed``); ``"crn"``: one draw of ``(S_Z, w)`` per prompt block, shared by every cell.
+    * ``sampler="prompts"`` draws ``Z [b, d, m]``; ``"wishart"`` draws ``S_Z`` itself
+      (:func:`wishart_whitened`, exact in law for this noiseless model; needs ``m ≥ d``).
+    * ``method``: the normal generator (:data:`NORMAL_METHODS`; :func:`time_normal_methods` picks).
+    * Prompts run in blocks of ``block``; cells over ``threads`` threads (OpenBLAS set to one thread
+      meanwhile, restored after). float32 throughout; per-prompt errors of one cell are ``[prompts, k_max + 1]``.
+
+    Returns per-cell ``Summary [S, N, k_max + 1]`` (mean, s.e. with ddof 1, median — the summary
+    ttscale's sweep reports) and ``rng_seconds = nan`` (the draws run inside the threads).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if scheme not in ("independent", "crn"):
+        raise ValueError(f"scheme must be 'independent' or 'crn', got {scheme!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if method not in NORMAL_METHODS:
+        raise ValueError(f"method must be one of {NORMAL_METHODS}, got {method!r}")
+    for name, value in (("d", d), ("m", m), ("k_max", k_max + 1), ("prompts", prompts), ("block", block),
+                        ("threads", threads)):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be >= {1 if name != 'k_max' else 0}, got {value}")
+    lam = power_law_eigenvalues(d, alphas)  # [S, d]
+    sqrt_lam = np.sqrt(lam)
+    ns = [float(n) for n in ns]
+    S_count, N_count = lam.shape[0], len(ns)
+    cells = [(s, j) for s in range(S_count) for j in range(N_count)]
+    starts = list(range(0, prompts, block))
+    root = np.random.SeedSequence(seed)
+
+    def gen(child):
+        return np.random.Generator(np.random.SFC64(child))
+
+    shared = None
+    old_threads = blas_threads(1) if threads > 1 else None
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            if scheme == "crn":  # one (S_Z, w) per block, drawn in parallel, shared by every cell
+                seeds = root.spawn(len(starts))
+                shared = list(pool.map(lambda i: _whitened_block(gen(seeds[i]), min(block, prompts - starts[i]),
+                                                                 d, m, sampler, method), range(len(starts))))
+            cell_seeds = root.spawn(len(cells)) if scheme == "independent" else [None] * len(cells)
+
+            def run_cell(c):
+                s, j = cells[c]
+                p = gamma_inverse_diagonal(lam[s], ns[j])
+                errs = np.empty((prompts, k_max + 1), np.float32)
+                rng = gen(cell_seeds[c]) if scheme == "independent" else None
+                with np.errstate(over="ignore", invalid="ignore"):
+                    for i, st in enumerate(starts):
+                        b = min(block, prompts - st)
+                        S_Z, w = shared[i] if shared is not None else _whitened_block(rng, b, d, m, sampler, method)
+                        _block_errors_from_SZ(S_Z, sqrt_lam[s], p, w, k_max, errs[st:st + b])
+                return summarise(errs)
+
+            summ = list(pool.map(run_cell, range(len(cells))))
+    finally:
+        if old_threads is not None:
+            blas_threads(old_threads)
+    summary = Summary(*(np.stack([getattr(c, f) for c in summ]).reshape(S_count, N_count, k_max + 1)
+                        for f in Summary._fields))
+    return SweepResult(summary, float("nan"))
+
+
 # ----------------------------------------------------------------------------- LSA training
 def lsa_sgd_train(d: int, eigenvalues: np.ndarray, n: int, steps: int, batch: int, learning_rate: float,
                   c: float = 1.0, seed: int = 0, draw=None) -> tuple[np.ndarray, np.ndarray]:

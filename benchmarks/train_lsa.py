@@ -54,14 +54,15 @@ def main(argv=None) -> dict:
     import jax
 
     import ttscale as tts
-    from ttscale.training import Task, TrainConfig, make_train
+    from ttscale.tasks import task_mixture
+    from ttscale.training import TrainConfig, make_train
 
     d, n = args.d, args.n
     lam = nb.power_law_eigenvalues(d, [args.alpha])[0]
     h_y = (1 + 2 / n) * (lam.sum() ** 2 + 2 * (lam**2).sum())
     lr = float(args.learning_rate or 0.5 / h_y)
     cov = tts.power_law(d, args.alpha)
-    config = TrainConfig(d=d, tasks=(Task(cov, n),), steps=args.steps, batch=args.batch, optimizer="sgd",
+    config = TrainConfig(d=d, tasks=task_mixture([cov], [n]), steps=args.steps, batch=args.batch, optimizer="sgd",
                          learning_rate=lr, schedule="constant", w_mode="frozen", v_mode="full")
     train = make_train(config)
     key = jax.random.key(args.seed)

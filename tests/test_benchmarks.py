@@ -65,6 +65,72 @@ def test_numpy_sweep_schemes_and_summary():
         nb.sweep_numpy(**kw, scheme="bogus")
 
 
+def test_box_muller_and_bartlett_have_the_right_moments():
+    """float32 Box–Muller normals: mean 0, variance 1, kurtosis 3; Bartlett S_Z: E[S_Z] = I, E[S_Z²] = (1 + (d + 1)/m) I."""
+    rng = np.random.Generator(np.random.SFC64(3))
+    x = nb.box_muller(rng, (400_001,)).astype(np.float64)
+    n = x.size
+    assert nb.box_muller(rng, (3, 5)).shape == (3, 5) and nb.box_muller(rng, (3, 5)).dtype == np.float32
+    assert abs(x.mean()) < 5 / np.sqrt(n) and abs(x.var() - 1) < 5 * np.sqrt(2 / n)
+    assert abs(np.mean(x**4) - 3) < 5 * np.sqrt(96 / n)  # Var[x⁴] = 105 − 9
+    d, m, b = 4, 9, 40_000
+    S = nb.wishart_whitened(rng, b, d, m).astype(np.float64)
+    np.testing.assert_allclose(S, np.swapaxes(S, 1, 2), atol=1e-6)
+    # Z Zᵀ ~ Wishart(m, I): E[S_Z] = I, Var[(S_Z)_ij] = (1 + δ_ij)/m, E[S_Z²] = (1 + 1/m) I + (d/m) I
+    se = np.sqrt((1 + np.eye(d)) / m / b)
+    assert np.all(np.abs(S.mean(0) - np.eye(d)) < 6 * se)
+    S2 = np.einsum("bij,bjk->bik", S, S)
+    want = (1 + (d + 1) / m) * np.eye(d)
+    assert np.all(np.abs(S2.mean(0) - want) < 6 * S2.std(0) / np.sqrt(b) + 1e-9)
+    with pytest.raises(ValueError, match="m must be >= d"):
+        nb.wishart_whitened(rng, 2, 5, 4)
+
+
+def test_strong_numpy_baseline_agrees_with_the_ttscale_sweep():
+    """Every variant of the strong baseline (schemes × samplers × normal generators) estimates the same means as
+    ``run_sweep`` (z ≤ 5 on every cell and k), and its k = 1 mean matches the exact finite-m one-step error."""
+    d, alphas, ns, m, k_max, prompts = 4, (0.0, 1.5), (5.0, 40.0), 24, 4, 3000
+    spec = tts.SweepSpec(d=d, alphas=alphas, ns=ns, ms=(float(m),), k_max=k_max, prompts=prompts, chunk=prompts,
+                         model="pseudo_newton", seed=11)
+    ds = tts.run_sweep(spec, progress=False)
+    mean_tt, se_tt = ds["mean"].values[:, :, 0], ds["stderr"].values[:, :, 0]  # [S, N, K1]
+    one_step = ds["one_step_error"].values[:, :, 0]  # closed form, [S, N]
+    variants = [("independent", "prompts", "box_muller"), ("independent", "wishart", "generator"),
+                ("crn", "prompts", "generator"), ("crn", "wishart", "box_muller")]
+    for i, (scheme, sampler, method) in enumerate(variants):
+        res = nb.sweep_numpy_strong(d, alphas, ns, m, k_max, prompts, scheme=scheme, sampler=sampler, seed=i,
+                                    block=256, threads=2, method=method).summary
+        assert res.mean.shape == res.stderr.shape == res.median.shape == (2, 2, k_max + 1)
+        w2 = res.mean[..., 0]
+        assert np.all(np.abs(w2 - d) < 5 * res.stderr[..., 0])  # E||w||² = d
+        z = np.abs(res.mean - mean_tt) / np.sqrt(res.stderr**2 + se_tt**2)
+        assert np.all(z[..., 1:] < 5), (scheme, sampler, method, z.max())
+        z1 = np.abs(res.mean[..., 1] - one_step) / res.stderr[..., 1]
+        assert np.all(z1 < 5), (scheme, sampler, method, z1.max())
+        # the medians estimate the same quantity: within a loose 15 % at k = 1 (3000 prompts)
+        np.testing.assert_allclose(res.median[..., 1], ds["median"].values[:, :, 0, 1], rtol=0.15)
+    # the baseline does not depend on the thread count or (for a given seed) on the generator's order
+    a = nb.sweep_numpy_strong(d, alphas, ns, m, k_max, 512, seed=5, threads=1)
+    b = nb.sweep_numpy_strong(d, alphas, ns, m, k_max, 512, seed=5, threads=2)
+    for f in nb.Summary._fields:
+        np.testing.assert_array_equal(getattr(a.summary, f), getattr(b.summary, f))
+    with pytest.raises(ValueError, match="sampler"):
+        nb.sweep_numpy_strong(d, alphas, ns, m, k_max, 16, sampler="bartlett")
+    with pytest.raises(ValueError, match="scheme"):
+        nb.sweep_numpy_strong(d, alphas, ns, m, k_max, 16, scheme="shared")
+
+
+def test_numpy_sweep_script_writes_its_summary(tmp_path):
+    import numpy_sweep_a
+
+    out = tmp_path / "np.npz"
+    res = numpy_sweep_a.main(["--d", "4", "--alpha", "0,1", "--n", "10", "--m", "8", "--k-max", "3", "--prompts", "64",
+                              "--sampler", "wishart", "--out", str(out)])
+    z = np.load(out)
+    assert z["mean"].shape == (2, 1, 4) and str(z["sampler"]) == "wishart"
+    np.testing.assert_array_equal(z["mean"], res["summary"].mean)
+
+
 def test_agreement_detects_a_shift():
     mean = np.zeros(100)
     se = np.full(100, 0.1)
@@ -117,7 +183,7 @@ def test_sweep_equals_literal_lsa_on_same_normals(model, crn):
     """run_sweep (CRN: one key shared by all cells; independent: a key per cell) vs the literal forward."""
     from ttscale.sweep import SweepSpec, run_sweep
 
-    spec = SweepSpec(**QUICK, model=model, seed=5, common_random_numbers=crn)
+    spec = SweepSpec(**QUICK, model=model, seed=5, common_random_numbers=crn, sampler="prompts")  # the same normals
     ds = run_sweep(spec, progress=False)
     for s in range(len(spec.alphas)):
         for j, n in enumerate(spec.ns):
@@ -134,15 +200,16 @@ def test_sweep_equals_literal_lsa_on_same_normals(model, crn):
 
 # ----------------------------------------------------------------------------- training
 def test_numpy_sgd_equals_make_train_on_same_prompts():
-    from ttscale.training import Task, TrainConfig, make_train, sample_batch
+    from ttscale.tasks import task_mixture
+    from ttscale.training import TrainConfig, make_train, sample_batch
 
     d, n, steps, batch, lr = 3, 8, 6, 32, 0.01
     cov = tts.power_law(d, 1.0)
-    config = TrainConfig(d=d, tasks=(Task(cov, n),), steps=steps, batch=batch, optimizer="sgd",
+    config = TrainConfig(d=d, tasks=task_mixture([cov], [n]), steps=steps, batch=batch, optimizer="sgd",
                          learning_rate=lr, schedule="constant", w_mode="frozen", v_mode="full")
     key = jax.random.key(4)
     res = make_train(config)(key)
-    tasks = config.task_arrays()
+    tasks = config.mixture()
 
     def draw(t):
         bt = sample_batch(jax.random.fold_in(key, t), tasks, config.n_max, batch, 0.0)

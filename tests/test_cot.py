@@ -20,8 +20,8 @@ def test_literal_lsa_cot_equals_pseudo_newton(dtype, seed, d, n, m, k, a_train, 
     """Proposition 3.2: LSA with V* fed back k times == pseudo-Newton with Γ⁻¹, to round-off."""
     key = jax.random.key(seed)
     k1, k2, k3 = jax.random.split(key, 3)
-    Lam = tts.rotated(tts.power_law(d, a_train, dtype=dtype), k1)
-    Sigma = tts.rotated(tts.power_law(d, a_test, dtype=dtype), k2)
+    Lam = tts.rotated(k1, tts.power_law(d, a_train, dtype=dtype))
+    Sigma = tts.rotated(k2, tts.power_law(d, a_test, dtype=dtype))
     P = tts.gamma_inverse(Lam, n)
     params = tts.optimal_params(tts.gamma(Lam, n), c=0.8)
     prompts = tts.sample_prompts(k3, Sigma, m, 4)
@@ -51,7 +51,7 @@ def test_literal_lsa_cot_equals_pseudo_newton(dtype, seed, d, n, m, k, a_train, 
 @pytest.mark.parametrize("noise", [0.0, 0.5])
 def test_one_step_monte_carlo_matches_exact_finite_m(m, noise):
     key = jax.random.key(m)
-    Lam = tts.rotated(tts.power_law(6, 1.0), key)
+    Lam = tts.rotated(key, tts.power_law(6, 1.0))
     Sigma = tts.power_law(6, 0.5)
     P = tts.gamma_inverse(Lam, 15)
     prompts = tts.sample_prompts(jax.random.key(11), Sigma, m, 20000, noise=noise)

@@ -46,7 +46,7 @@ def test_last_column_forward_equals_full_forward(dtype):
 
 
 def test_optimal_params_one_pass_is_preconditioned_step(dtype):
-    cov = tts.rotated(tts.power_law(5, 1.0, dtype=dtype), jax.random.key(4))
+    cov = tts.rotated(jax.random.key(4), tts.power_law(5, 1.0, dtype=dtype))
     Gamma = tts.gamma(cov, 20)
     c = 1.3
     params = tts.optimal_params(Gamma, c)

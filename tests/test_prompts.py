@@ -15,7 +15,7 @@ def test_shapes_and_noiseless_labels(dtype):
 
 
 def test_feature_covariance_matches_within_monte_carlo_error():
-    cov = tts.rotated(tts.power_law(3, 1.0), jax.random.key(3))
+    cov = tts.rotated(jax.random.key(3), tts.power_law(3, 1.0))
     p = tts.sample_prompts(jax.random.key(1), cov, length=50, batch=2000)
     x = np.asarray(p.X).transpose(0, 2, 1).reshape(-1, 3)
     outer = x[:, :, None] * x[:, None, :]
@@ -68,3 +68,19 @@ def test_impossible_sizes_are_refused_before_xla_sees_them():
         tts.sample_statistics(jax.random.key(0), tts.identity(3), 10, 2**32 + 1)
     with pytest.raises(ValueError, match="GiB"):
         tts.sample_normals(jax.random.key(0), 1000, 10**6, 10**4)
+
+
+def test_sample_statistics_draws_statistics_directly_when_m_is_at_least_d():
+    """Default method: S_Z is not the drawn prompts' Z Zᵀ/m (another draw of the same law), w is the same;
+    the cost does not grow with m, so m = 10⁹ is as cheap as m = 10 (S_Z = I to ~ 1/√m)."""
+    key, cov = jax.random.key(4), tts.identity(3)
+    direct = tts.sample_statistics(key, cov, 10, 4)
+    drawn = tts.sample_statistics(key, cov, 10, 4, method="prompts")
+    Z = np.asarray(tts.sample_normals(key, 3, 10, 4).Z, np.float64)
+    np.testing.assert_allclose(drawn.S_Z, np.einsum("bim,bjm->bij", Z, Z) / 10, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(direct.S_Z, drawn.S_Z)
+    np.testing.assert_array_equal(direct.w, drawn.w)
+    huge = tts.sample_statistics(key, cov, 10**9, 4, noise=1.0)
+    assert huge.m == 1e9
+    np.testing.assert_allclose(huge.S_Z, np.broadcast_to(np.eye(3), (4, 3, 3)), atol=3e-4)
+    np.testing.assert_allclose(huge.ee, 1.0, atol=3e-4)

@@ -288,8 +288,8 @@ def test_prompts_for_non_contiguous_indices_match_contiguous_ranges():
 
 @jax.jit
 def _stats_all(key, start):
-    noisy = sample_statistics(key, _COV, _M, _P, 1.0, start)
-    quiet = sample_statistics(key, _COV, _M, _P, 0.0, start)
+    noisy = sample_statistics(key, _COV, _M, _P, 1.0, start, method="prompts")  # the very prompts, summarised
+    quiet = sample_statistics(key, _COV, _M, _P, 0.0, start, method="prompts")
     infinite = sample_statistics(key, _COV, math.inf, _P, 1.0, start)
     eps = rng.prompt_normals(key, start, _P, _M, jnp.float32, 1)
     return noisy, quiet, infinite, eps

@@ -31,7 +31,7 @@ def test_power_law_vmaps_over_alpha_without_python_loop():
 
 def test_rotated_and_from_matrix_round_trip(dtype):
     key = jax.random.key(1)
-    cov = tts.rotated(tts.power_law(5, 0.7, dtype=dtype), key)
+    cov = tts.rotated(key, tts.power_law(5, 0.7, dtype=dtype))
     M = cov.matrix()
     np.testing.assert_allclose(M, M.T, atol=10 * rtol_for(dtype))
     back = tts.from_matrix(M)
@@ -50,7 +50,7 @@ def test_diagonal_matrix_keeps_cheap_path():
 
 
 def test_covariance_is_a_pytree_stack_and_unstack():
-    covs = [tts.power_law(4, a) for a in (0.0, 1.0)] + [tts.rotated(tts.identity(4), jax.random.key(0))]
+    covs = [tts.power_law(4, a) for a in (0.0, 1.0)] + [tts.rotated(jax.random.key(0), tts.identity(4))]
     stacked = tts.stack(covs)
     assert stacked.eigenvalues.shape == (3, 4) and stacked.basis.shape == (3, 4, 4)
     mats = jax.vmap(lambda c: c.matrix())(stacked)
@@ -91,7 +91,9 @@ def test_constructors_reject_bad_input():
     with pytest.raises(ValueError, match="trace"):
         tts.power_law(3, 1.0, trace=-1.0)
     with pytest.raises(TypeError, match="key"):
-        tts.rotated(tts.identity(3), 0)
+        tts.rotated(0, tts.identity(3))
+    with pytest.raises(TypeError, match="cov must be a Covariance"):
+        tts.rotated(jax.random.key(0), np.eye(3))
     with pytest.raises(ValueError, match="share one dimension"):
         tts.stack([tts.identity(2), tts.identity(3)])
     with pytest.raises(ValueError, match="expected d=3"):
@@ -99,7 +101,7 @@ def test_constructors_reject_bad_input():
 
 
 def test_check_covariance_validates_directly_built_instances():
-    good = tts.rotated(tts.power_law(3, 1.0), jax.random.key(0))
+    good = tts.rotated(jax.random.key(0), tts.power_law(3, 1.0))
     assert tts.spectra.check_covariance("cov", good).d == 3
     stacked = tts.stack([good, tts.identity(3)])
     assert tts.spectra.check_covariance("covs", stacked).eigenvalues.shape == (2, 3)
@@ -130,3 +132,37 @@ def test_hardness_of_singular_covariance_is_inf():
     np.testing.assert_array_equal(tts.hardness(tts.from_eigenvalues([[1.0, 1.0], [1.0, 0.0]])), [2.0, np.inf])
     # the diagonal dense form selects instead of multiplying by I: no 0 · inf = nan
     np.testing.assert_array_equal(tts.from_eigenvalues([1.0, 0.0]).inverse_matrix(), [[1.0, 0.0], [0.0, np.inf]])
+
+
+def test_rotated_takes_the_key_first_and_the_old_order_warns():
+    key = jax.random.key(5)
+    cov = tts.power_law(4, 1.0)
+    new = tts.rotated(key, cov)
+    with pytest.warns(DeprecationWarning, match="key comes first"):
+        old = tts.rotated(cov, key)
+    np.testing.assert_array_equal(new.basis, old.basis)
+    Q = np.asarray(new.basis, np.float64)
+    np.testing.assert_allclose(Q.T @ Q, np.eye(4), atol=1e-5)  # orthonormal, same spectrum
+    np.testing.assert_array_equal(new.eigenvalues, cov.eigenvalues)
+
+
+def test_power_law_eigenvalues_is_float64_numpy_and_matches_the_formula():
+    i = np.arange(1, 8, dtype=np.float64)
+    for alpha, trace in ((0.0, None), (1.3, None), (0.7, 2.5)):
+        lam = tts.spectra.power_law_eigenvalues(7, alpha, trace)
+        ref = (7.0 if trace is None else trace) * i**-alpha / np.sum(i**-alpha)
+        assert isinstance(lam, np.ndarray) and lam.dtype == np.float64
+        np.testing.assert_allclose(lam, ref, rtol=1e-15)
+    np.testing.assert_allclose(tts.spectra.power_law_eigenvalues(7, [0.0, 1.0]),
+                               np.stack([np.ones(7), 7 * i**-1 / np.sum(i**-1)]), rtol=1e-15)
+    with pytest.raises(ValueError, match="trace"):
+        tts.spectra.power_law_eigenvalues(3, 1.0, trace=0.0)
+
+
+def test_one_covariance_keeps_float64():
+    """A dense matrix is eigendecomposed in float64 (it used to go through float32)."""
+    M = np.array([[2.0, 1e-9], [1e-9, 1.0 + 1e-12]])
+    cov = tts.spectra.one_covariance("c", M)
+    assert cov.eigenvalues.dtype == np.float64
+    back = np.asarray(cov.basis) @ np.diag(cov.eigenvalues) @ np.asarray(cov.basis).T
+    np.testing.assert_allclose(back, M, rtol=0, atol=1e-15)

@@ -206,3 +206,24 @@ def test_written_files_honour_the_umask(tmp_path):
             open(tmp, "wb").write(b"half")
             raise RuntimeError("killed")
     assert not any(name.startswith(".tmp-") or name == "c.nc" for name in os.listdir(tmp_path))
+
+
+def test_save_dataset_round_trips_json_attrs_and_booleans(tmp_path):
+    """store.save_dataset / load_dataset (the preset cache's codec): list/dict/bool/None attributes and boolean
+    variables survive netCDF; the directory is created; write_text is atomic and UTF-8."""
+    import numpy as np
+    import xarray as xr
+
+    from ttscale import store
+
+    ds = xr.Dataset({"flag": ("a", np.array([True, False, True])), "x": ("a", np.arange(3.0))},
+                    attrs={"levels": [1.0, 0.1], "cfg": {"k": 2}, "on": True, "none": None, "name": "plain"})
+    path = tmp_path / "deep" / "dir" / "d.nc"
+    store.save_dataset(ds, path)
+    back = store.load_dataset(path)
+    assert back["flag"].dtype == bool and back["flag"].values.tolist() == [True, False, True]
+    assert back.attrs["levels"] == [1.0, 0.1] and back.attrs["cfg"] == {"k": 2}
+    assert back.attrs["on"] is True and back.attrs["none"] is None and back.attrs["name"] == "plain"
+    store.write_text(tmp_path / "t" / "s.md", "λ ≥ ½\n")
+    assert (tmp_path / "t" / "s.md").read_text(encoding="utf-8") == "λ ≥ ½\n"
+    assert not [p for p in (tmp_path / "t").iterdir() if p.name.startswith(".tmp-")]

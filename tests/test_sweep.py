@@ -31,7 +31,7 @@ BASE = dict(d=3, alphas=(0.0, 1.0), ns=(4.0, 16.0), ms=(12.0, INF), k_max=4, pro
 _limit_error = jax.jit(tts.limit_error, static_argnums=2)
 _one_step_error = jax.jit(tts.one_step_error)
 _gamma_inverse = jax.jit(tts.gamma_inverse)
-_cor35_bound = jax.jit(tts.cor35_bound)
+_cor35_bound = jax.jit(tts.scaling_law_error)
 _overthinking_term = jax.jit(tts.overthinking_term)
 _best_k = jax.jit(tts.best_k, static_argnums=2)
 _pseudo_newton_errors = jax.jit(cot.pseudo_newton_errors, static_argnums=2)
@@ -50,9 +50,9 @@ def base_ds():
 def rotated_noisy_spec(**changes) -> SweepSpec:
     """Explicit rotated training spectra, a rotated test covariance, label noise: the dense paths."""
     k1, k2, k3 = jax.random.split(jax.random.key(7), 3)
-    covs = [tts.rotated(tts.power_law(3, 0.5), k1), tts.rotated(tts.power_law(3, 1.5), k2)]
-    test = tts.rotated(tts.power_law(3, 1.0), k3)
-    kw = dict(d=3, family="explicit", covariances=covs, test=test, ns=(6.0, 30.0), ms=(12.0, INF), k_max=4,
+    covs = [tts.rotated(k1, tts.power_law(3, 0.5)), tts.rotated(k2, tts.power_law(3, 1.5))]
+    test = tts.rotated(k3, tts.power_law(3, 1.0))
+    kw = dict(d=3, spectra=covs, test=test, ns=(6.0, 30.0), ms=(12.0, INF), k_max=4,
               prompts=3000, chunk=1500, noise=0.5)
     kw.update(changes)
     return SweepSpec(**kw)
@@ -64,11 +64,14 @@ def test_dataset_has_the_contracted_dims_coords_vars_and_attrs(base_ds):
     assert dict(ds.sizes) == {"spectrum": 2, "n": 2, "m": 2, "k": 5}
     for name in ("mean", "stderr", "median"):
         assert ds[name].dims == ("spectrum", "n", "m", "k")
-    for name in ("limit_error", "cor35_bound", "overthinking_term"):
+    for name in ("limit_error", "scaling_law_error", "overthinking_term"):
         assert ds[name].dims == ("spectrum", "n", "k")
     assert ds["one_step_error"].dims == ("spectrum", "n", "m")
     assert ds["best_k"].dims == ("spectrum", "n")
     np.testing.assert_array_equal(ds["alpha"], [0.0, 1.0])
+    np.testing.assert_array_equal(ds["trace"], [3.0, 3.0])
+    assert [str(x) for x in ds["spectrum_label"].values] == ["power_law:alpha=0", "power_law:alpha=1"]
+    assert [str(x) for x in ds["spectrum_family"].values] == ["power_law", "power_law"]
     np.testing.assert_allclose(ds["hardness"], [float(tts.hardness(tts.power_law(3, a))) for a in (0.0, 1.0)], rtol=1e-5)
     np.testing.assert_array_equal(ds["n"], [4.0, 16.0])
     np.testing.assert_array_equal(ds["m"], [12.0, INF])
@@ -95,7 +98,7 @@ def test_closed_form_variables_match_theory(base_ds):
             np.testing.assert_allclose(ds["limit_error"][s, i], lim, rtol=1e-5)
             np.testing.assert_allclose(ds["one_step_error"][s, i, 0], _one_step_error(P, lam, 12.0), rtol=1e-5)
             np.testing.assert_allclose(ds["one_step_error"][s, i, 1], lim[1], rtol=1e-5)
-            np.testing.assert_allclose(ds["cor35_bound"][s, i], _cor35_bound(lam, n, jnp.arange(5.0)), rtol=1e-5)
+            np.testing.assert_allclose(ds["scaling_law_error"][s, i], _cor35_bound(lam, n, jnp.arange(5.0)), rtol=1e-5)
             gamma = tts.gamma_inverse(lam, n)
             np.testing.assert_allclose(ds["overthinking_term"][s, i],
                                        _overthinking_term(jnp.linalg.inv(gamma), lam, jnp.arange(5.0)), rtol=1e-4)
@@ -116,8 +119,8 @@ def test_turns_up_and_spectral_radius_equal_theory_best_k(base_ds):
     np.testing.assert_allclose(base_ds["spectral_radius"], base_forms["spectral_radius"], rtol=1e-6)
     with jax.enable_x64(True):
         lam = [tts.from_eigenvalues(s / np.arange(1.0, 5.0), dtype=jnp.float64) for s in (1.0, 2.5)]
-        test = tts.rotated(tts.power_law(4, 0.3, dtype=jnp.float64), jax.random.key(3))
-        tilted = SweepSpec(d=4, family="explicit", covariances=lam, test=test, ns=(5.0, 30.0, INF), ms=(20.0,),
+        test = tts.rotated(jax.random.key(3), tts.power_law(4, 0.3, dtype=jnp.float64))
+        tilted = SweepSpec(d=4, spectra=lam, test=test, ns=(5.0, 30.0, INF), ms=(20.0,),
                            k_max=8, prompts=2, dtype="float64")
         tilted_forms = sweep.theory_on_grid(tilted)
         assert tilted_forms["turns_up"].any() and not tilted_forms["turns_up"].all()
@@ -155,7 +158,7 @@ def test_monte_carlo_with_noise_rotations_and_dense_preconditioners():
 
 def test_sweep_prompts_are_the_core_prompts_and_errors_equal_the_core_rollout():
     """Cell (s, n) prompt p is prompts_at(fold_in chain(seed, m, s, n), p): errors equal cot.pseudo_newton_errors."""
-    spec = rotated_noisy_spec()
+    spec = rotated_noisy_spec(sampler="prompts")  # the prompt sampler: every prompt is prompts_at's
     errs = prompt_errors(spec, m_index=0, start=0, stop=1500)  # [S, N, 1500, K+1]
     keys = sweep.cell_keys(spec, 0)
     lam = spec.training_covariances()
@@ -180,15 +183,23 @@ def test_results_do_not_depend_on_chunk_size():
     assert a.attrs["spec_identity"] == b.attrs["spec_identity"]
 
 
-def test_one_compiled_program_serves_every_chunk_and_every_cell_of_a_shape():
+def test_one_compiled_program_serves_every_chunk_and_every_cell_of_a_shape(monkeypatch):
+    import chex
+
     sweep._chunk_program.cache_clear()
+    chex.clear_trace_counter()
+
+    def on_trace(shape, start):  # chex counts calls whose arguments hold tracers
+        pass
+
+    monkeypatch.setattr(sweep, "_on_trace", chex.assert_max_traces(on_trace, n=1))
     spec = divergent_spec(seed=5)
-    before = sweep.TRACE_COUNT
-    run_sweep(spec, progress=False)  # 4 chunks
-    assert sweep.TRACE_COUNT - before == 1
+    run_sweep(spec, progress=False)  # 4 chunks, one trace
     # other spectra values, n values and seed: same shapes, no new trace
     run_sweep(spec.replace(alphas=(0.3, 2.0), ns=(7.0, 9.0), seed=11), progress=False)
-    assert sweep.TRACE_COUNT - before == 1
+    # the counter is live: a new shape (k_max) traces again and trips the limit
+    with pytest.raises(AssertionError, match="trace"):
+        run_sweep(spec.replace(k_max=spec.k_max + 1), progress=False)
 
 
 def test_common_random_numbers_share_draws_and_shrink_the_variance_of_differences():
@@ -260,14 +271,14 @@ def _check_fast_lsa(dtype, diag):
     d, m, k_max, b = 3, 9, 6, 16
     cov = tts.power_law(d, 0.7, dtype=dtype)
     if not diag:
-        cov = tts.rotated(cov, jax.random.key(3))
+        cov = tts.rotated(jax.random.key(3), cov)
     params = jax.tree_util.tree_map(lambda x: x.astype(dtype), _random_params(jax.random.key(1), d))
     key = jax.random.key(4)
     idx = jnp.arange(b)
     noise = 0.3
     prompts = prompts_at(key, idx, cov, m, noise=noise)
     ref = _lsa_errors(params, prompts, k_max)
-    stats = tts.sample_statistics(key, cov, m, b, noise)  # the same prompts, as whitened statistics
+    stats = tts.sample_statistics(key, cov, m, b, noise, method="prompts")  # the same prompts, as whitened statistics
     fast = jax.jit(models.lsa.errors, static_argnums=(2, 3))(params, stats, k_max, False)
     tol = 2e-4 if dtype == jnp.float32 else 1e-10
     np.testing.assert_allclose(fast, ref, rtol=tol, atol=tol)
@@ -281,7 +292,7 @@ def _check_fast_lsa(dtype, diag):
 
 
 def test_sweep_lsa_model_equals_pseudo_newton_and_trained_path_equals_reference_lsa():
-    spec = base_spec(ms=(12.0,))
+    spec = base_spec(ms=(12.0,), sampler="prompts")
     pn = prompt_errors(spec, stop=64)
     lsa_errs = prompt_errors(spec.replace(model="lsa:c=0.7"), stop=64)
     np.testing.assert_allclose(lsa_errs, pn, rtol=2e-4, atol=2e-5)
@@ -465,7 +476,7 @@ def test_pseudo_newton_kernel_forms_agree_and_blocks_change_nothing():
     and the engine's prompt blocks and cell groups change no number (one cell run alone = in a group)."""
     d, b, k = 5, 24, 6
     cov = tts.from_eigenvalues(np.array([2.0, 1.0, 0.5, 0.25, 0.0]))  # a zero eigenvalue: that coordinate never moves
-    stats = tts.sample_statistics(jax.random.key(3), cov, 11, b, noise=0.2)
+    stats = tts.sample_statistics(jax.random.key(3), cov, 11, b, noise=0.2, method="prompts")
     P = jnp.abs(jax.random.normal(jax.random.key(5), (d,))) * 0.3
     pn = models.pseudo_newton
     scaled = pn.errors(pn.PseudoNewtonParams(P), stats, k)
@@ -541,7 +552,7 @@ def test_a_model_defined_outside_the_package_sweeps_like_a_builtin():
     """run_sweep with a test-file model gives, cell by cell, its own rollout on the cell's prompts,
     and that rollout equals a plain NumPy loop over the raw prompts (independent of the model's code)."""
     model = _heavy_ball()
-    spec = base_spec(ms=(12.0,), prompts=96, chunk=64, model=model, noise=0.3)
+    spec = base_spec(ms=(12.0,), prompts=96, chunk=64, model=model, noise=0.3, sampler="prompts")
     ds = run_sweep(spec, progress=False)
     assert ds.attrs["model"] == "heavy_ball" and "limit_error" not in ds  # no preconditioner: no closed forms
     errs = prompt_errors(spec)  # [S, N, P, K+1]
@@ -570,7 +581,7 @@ def test_from_step_builds_a_model_whose_sweep_equals_its_rollout():
     """A one-line CoT step (sign-preconditioned GD, nonlinear in ŵ) through models.from_step."""
     step = lambda params, stats, w_hat: w_hat - params * jnp.tanh(stats.apply_S(w_hat) - stats.b())  # noqa: E731
     model = models.from_step("tanh_gd", lambda train, n: jnp.asarray(0.4, train.dtype), step)
-    spec = base_spec(ms=(12.0, INF), prompts=64, chunk=64, model=model, common_random_numbers=True)
+    spec = base_spec(ms=(12.0, INF), prompts=64, chunk=64, model=model, common_random_numbers=True, sampler="prompts")
     errs = prompt_errors(spec, m_index=0)
     key = jax.random.wrap_key_data(sweep.cell_keys(spec, 0))
     for s, alpha in enumerate(spec.alphas):
@@ -587,7 +598,7 @@ def test_from_step_builds_a_model_whose_sweep_equals_its_rollout():
 def test_gd_equals_its_closed_form_on_identical_prompts():
     """gd: ||(I − ηS)^k w||² per prompt (NumPy, on the cell's raw prompts); at m = ∞ the closed form
     limit_error(ηI, Σ, k), and with Σ = I every prompt scales by exactly (1 − η)^{2k}."""
-    spec = base_spec(ms=(12.0, INF), prompts=64, chunk=64, model="gd:eta=0.5")
+    spec = base_spec(ms=(12.0, INF), prompts=64, chunk=64, model="gd:eta=0.5", sampler="prompts")
     errs = prompt_errors(spec, m_index=0)
     keys = sweep.cell_keys(spec, 0)
     for s, alpha in enumerate(spec.alphas):
@@ -684,7 +695,7 @@ def test_impossible_sizes_are_refused_before_compute_with_the_numbers(tmp_path, 
     with pytest.raises(ValueError, match=r"prompts must be <= 2\*\*32"):
         SweepSpec(d=3, ns=(10.0,), ms=(10.0,), k_max=2, prompts=5_000_000_000, chunk=16)
     with pytest.raises(ValueError, match=r"chunk: one chunk of 4096 prompts .* needs ≈ .* GiB of memory.*lower chunk"):
-        run_sweep(SweepSpec(d=3, ns=(10.0,), ms=(3e7,), k_max=2, prompts=4096), progress=False)
+        run_sweep(SweepSpec(d=3, ns=(10.0,), ms=(3e7,), k_max=2, prompts=4096, sampler="prompts"), progress=False)
     with pytest.raises(ValueError, match=r"lower m, d or the grid"):
         run_sweep(SweepSpec(d=100_000, ns=(10.0,), ms=(10.0,), k_max=2, prompts=2, chunk=1), progress=False)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**30, 2**30 - 2**20, 2**20))

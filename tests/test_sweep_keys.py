@@ -6,6 +6,10 @@ on the model, only on the ``w`` drawn for that prompt. So two cells show the sam
 (``common_random_numbers=False``) every (spectrum, n, m) cell must have its own stream; with common
 random numbers every cell of one ``m`` shares one. Expectations are built from these observations
 (and the law of ``||w||² ~ χ²_d``), never from :func:`ttscale.sweep.cell_keys`.
+
+``GRID``'s test lengths are ``≥ d``, so the default sampler draws the statistics directly (Bartlett);
+both samplers read ``w`` from the same stream of the same cell key, so a cell's ``k = 0`` errors
+are the same under either, and its ``k ≥ 1`` errors are not.
 """
 
 from __future__ import annotations
@@ -73,3 +77,16 @@ def test_common_random_numbers_share_one_stream_per_m(common):
     for k0 in common:
         np.testing.assert_array_equal(k0, np.broadcast_to(k0[0], k0.shape))
     assert np.mean(common[0][0] == common[1][0]) == 0.0
+
+
+def test_both_samplers_give_a_cell_the_same_stream_and_different_statistics(independent):
+    """sampler="prompts" vs the default (statistics): the same w in every cell (k = 0, bit for bit), different
+    S (k = 1 differs in every prompt), and the per-prompt errors do not depend on the chunk size."""
+    spec = SweepSpec(**GRID, common_random_numbers=False, sampler="prompts")
+    assert not spec.draws_statistics(GRID["ms"][0]) and SweepSpec(**GRID).draws_statistics(GRID["ms"][0])
+    prompts = prompt_errors(spec, 0)
+    np.testing.assert_array_equal(np.asarray(prompts[..., 0], np.float64).reshape(9, PROMPTS), independent[0])
+    statistics = prompt_errors(SweepSpec(**GRID), 0)
+    assert np.mean(prompts[..., 1] == statistics[..., 1]) < 0.01
+    rechunked = prompt_errors(SweepSpec(**dict(GRID, chunk=24)), 0)  # chunks of 24, 24, 16: full blocks
+    np.testing.assert_array_equal(rechunked, statistics)

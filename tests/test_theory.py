@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import ttscale as tts
+from ttscale import theory
 from tests.conftest import rtol_for
 
 
@@ -17,17 +18,17 @@ def test_limit_error_is_d_r_2k_for_isotropic(dtype, n, scale):
     r = (1 + d) / (n + 1 + d)
     expected = d * r ** (2 * np.arange(13))
     np.testing.assert_allclose(tts.limit_error(P, cov, 12), expected, rtol=20 * rtol_for(dtype))
-    np.testing.assert_allclose(tts.cor35_bound(cov, n, k), expected, rtol=20 * rtol_for(dtype))
+    np.testing.assert_allclose(tts.scaling_law_error(cov, n, k), expected, rtol=20 * rtol_for(dtype))
     np.testing.assert_allclose(tts.overthinking_term(tts.gamma(cov, n), cov, k), expected, rtol=20 * rtol_for(dtype))
 
 
 def test_cor35_upper_bounds_limit_error_for_aligned_spectra(dtype):
     for alpha in (0.5, 1.0, 2.0):
-        cov = tts.rotated(tts.power_law(8, alpha, dtype=dtype), jax.random.key(int(alpha * 10)))
+        cov = tts.rotated(jax.random.key(int(alpha * 10)), tts.power_law(8, alpha, dtype=dtype))
         for n in (5, 40):
             P = tts.gamma_inverse(cov, n)
             lim = tts.limit_error(P, cov, 10)
-            bound = tts.cor35_bound(cov, n, jnp.arange(11))
+            bound = tts.scaling_law_error(cov, n, jnp.arange(11))
             assert np.all(np.asarray(lim) <= np.asarray(bound) * (1 + 20 * rtol_for(dtype)))
 
 
@@ -45,7 +46,7 @@ def test_limit_error_general_form_and_commuting_overthinking(dtype):
     # diagonal (commuting) case: Remark 4.1 is exact
     np.testing.assert_allclose(tts.limit_error(P, Sigma, 8), tts.overthinking_term(Gamma, Sigma, k), rtol=50 * rtol_for(dtype))
     # rotated test covariance: the general formula tr(M^k Γ M^k Γ⁻¹)
-    Sig_rot = tts.rotated(tts.power_law(d, 0.5, dtype=dtype), jax.random.key(0))
+    Sig_rot = tts.rotated(jax.random.key(0), tts.power_law(d, 0.5, dtype=dtype))
     M = tts.theory.overthinking_matrix(Gamma, Sig_rot)
     general = [float(jnp.trace(jnp.linalg.matrix_power(M, j) @ Gamma @ jnp.linalg.matrix_power(M, j) @ P)) for j in range(9)]
     np.testing.assert_allclose(tts.limit_error(P, Sig_rot, 8), general, rtol=100 * rtol_for(dtype))
@@ -53,7 +54,7 @@ def test_limit_error_general_form_and_commuting_overthinking(dtype):
 
 
 def test_one_step_error_limits(dtype):
-    Lam = tts.rotated(tts.power_law(5, 1.0, dtype=dtype), jax.random.key(1))
+    Lam = tts.rotated(jax.random.key(1), tts.power_law(5, 1.0, dtype=dtype))
     P = tts.gamma_inverse(Lam, 12)
     np.testing.assert_allclose(tts.one_step_error(P, Lam, jnp.inf), tts.limit_error(P, Lam, 1)[1], rtol=20 * rtol_for(dtype))
     # finite m: excess over the limit is exactly tr(P ((Σ² + tr Σ Σ)/m) Pᵀ)
@@ -68,13 +69,13 @@ def test_thm33_bound_dominates_exact_one_step_error():
         for n in (5, 20, 80):
             for m in (10, 100, 1000):
                 exact = tts.one_step_error(tts.gamma_inverse(cov, n), cov, m)
-                assert float(exact) <= float(tts.thm33_bound(cov, n, m)) * (1 + 1e-5)
+                assert float(exact) <= float(tts.one_step_error_bound(cov, n, m)) * (1 + 1e-5)
 
 
 def test_gamma_matches_monte_carlo_second_moment():
     """E[S²] = Γ Λ (Isserlis) with S = X Xᵀ / n."""
     d, n = 4, 6
-    cov = tts.rotated(tts.power_law(d, 1.0), jax.random.key(2))
+    cov = tts.rotated(jax.random.key(2), tts.power_law(d, 1.0))
     prompts = tts.sample_prompts(jax.random.key(3), cov, n, 100000)
     S = jnp.einsum("bim,bjm->bij", prompts.X, prompts.X) / n
     S2 = np.asarray(jnp.einsum("bij,bjk->bik", S, S), dtype=np.float64)
@@ -85,7 +86,7 @@ def test_gamma_matches_monte_carlo_second_moment():
 
 
 def test_mixture_preconditioner(dtype):
-    cov = tts.rotated(tts.power_law(5, 1.0, dtype=dtype), jax.random.key(4))
+    cov = tts.rotated(jax.random.key(4), tts.power_law(5, 1.0, dtype=dtype))
     np.testing.assert_allclose(tts.mixture_preconditioner([cov], [7], [1.0]), tts.gamma_inverse(cov, 7), rtol=50 * rtol_for(dtype), atol=50 * rtol_for(dtype))
     # two tasks: P minimises tr(P Q Pᵀ) − 2 tr(P Λ̄): gradient P Q − Λ̄ = 0
     other = tts.power_law(5, 0.0, dtype=dtype)
@@ -120,7 +121,7 @@ def test_vmap_over_spectra_equals_separate_calls():
     def per_cell(cov, n):
         P = tts.gamma_inverse(cov, n)
         return (tts.limit_error(P, cov, 5), tts.one_step_error(P, cov, 40.0),
-                tts.thm33_bound(cov, n, 40.0), tts.cor35_bound(cov, n, 3.0), tts.gamma(cov, n))
+                tts.one_step_error_bound(cov, n, 40.0), tts.scaling_law_error(cov, n, 3.0), tts.gamma(cov, n))
 
     batched = jax.jit(jax.vmap(per_cell))(covs, ns)
     for i in range(8):
@@ -141,13 +142,13 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="k_max must be >= 0"):
         tts.limit_error(P, cov, -1)
     with pytest.raises(ValueError, match="k must be >= 0"):
-        tts.cor35_bound(cov, 5, -1)
+        tts.scaling_law_error(cov, 5, -1)
     with pytest.raises(ValueError, match="Sigma"):
         tts.limit_error(P, tts.identity(4), 3)
     with pytest.raises(ValueError, match="symmetric"):
         tts.gamma(jnp.array([[1.0, 2.0], [0.0, 1.0]]), 5)
     with pytest.raises(ValueError, match="positive semi-definite"):
-        tts.thm33_bound(jnp.array([[1.0, 2.0], [2.0, 1.0]]), 5, 5)
+        tts.one_step_error_bound(jnp.array([[1.0, 2.0], [2.0, 1.0]]), 5, 5)
     with pytest.raises(ValueError, match="non-finite"):
         tts.limit_error(jnp.full((3, 3), jnp.nan), cov, 3)
     with pytest.raises(TypeError, match="n must be a number"):
@@ -166,17 +167,17 @@ def test_bad_input_is_named():
 
 def test_closed_forms_accept_concrete_constants_inside_jit():
     """Input checks run on concrete values only, so closure constants inside a trace are fine."""
-    cov = tts.rotated(tts.power_law(4, 1.0), jax.random.key(0))
+    cov = tts.rotated(jax.random.key(0), tts.power_law(4, 1.0))
     M, P = cov.matrix(), jnp.eye(4) * 0.3
 
     @jax.jit
     def f(x):
         c2, pl = tts.from_matrix(M), tts.power_law(4, 1.0)
         return (tts.limit_error(P, M, 3)[3] + tts.mixture_preconditioner([cov, pl], [5, 6], jnp.array([0.5, 0.5]))[0, 0]
-                + tts.one_step_error(P, c2, 10.0) + tts.thm33_bound(M, 5, 5) + x)
+                + tts.one_step_error(P, c2, 10.0) + tts.one_step_error_bound(M, 5, 5) + x)
 
     expected = (tts.limit_error(P, M, 3)[3] + tts.mixture_preconditioner([cov, tts.power_law(4, 1.0)], [5, 6], jnp.array([0.5, 0.5]))[0, 0]
-                + tts.one_step_error(P, cov, 10.0) + tts.thm33_bound(cov, 5, 5) + 1.0)
+                + tts.one_step_error(P, cov, 10.0) + tts.one_step_error_bound(cov, 5, 5) + 1.0)
     np.testing.assert_allclose(f(1.0), expected, rtol=1e-4)
 
 
@@ -214,7 +215,7 @@ def test_best_k_matches_float64_brute_force(scale, n, rotate):
     ``s = 1.6``: the error falls below float32's range (~1e-62 at k = 120) and must still be falling."""
     d, k_max = 10, 120
     train = tts.from_eigenvalues(scale / jnp.arange(1, d + 1, dtype=jnp.float32))
-    test = tts.rotated(tts.identity(d), jax.random.key(0)) if not rotate else tts.rotated(tts.power_law(d, 0.5), jax.random.key(1))
+    test = tts.rotated(jax.random.key(0), tts.identity(d)) if not rotate else tts.rotated(jax.random.key(1), tts.power_law(d, 0.5))
     P = tts.gamma_inverse(train, n)
     res = tts.best_k(P, test, k_max)
     ref = _brute_force_limit_error(P, test.matrix(), k_max)[1:]
@@ -300,26 +301,26 @@ def test_hardness_bounds_with_a_zero_eigenvalue_are_inf_not_nan():
     zero = tts.from_eigenvalues([0.0, 0.0])
     for cov in (sing, zero):
         assert float(tts.hardness(cov)) == np.inf
-        assert float(tts.thm33_bound(cov, 5, 10)) == np.inf
-        assert float(tts.thm33_bound(cov, 5, np.inf)) == np.inf
+        assert float(tts.one_step_error_bound(cov, 5, 10)) == np.inf
+        assert float(tts.one_step_error_bound(cov, 5, np.inf)) == np.inf
         for n in (5, np.inf):
-            assert float(tts.cor35_rate(cov, n)) == 1.0
-        np.testing.assert_array_equal(tts.cor35_bound(cov, 5, jnp.array([0.0, 3.0, jnp.inf])), [2.0, 2.0, 2.0])
+            assert float(tts.contraction_rate(cov, n)) == 1.0
+        np.testing.assert_array_equal(tts.scaling_law_error(cov, 5, jnp.array([0.0, 3.0, jnp.inf])), [2.0, 2.0, 2.0])
         assert float(tts.matching_k(cov, 10, 30)) == np.inf
         assert float(tts.matching_k(cov, 10, 30, k_long=0)) == 0.0
     # n_long = inf reaches 0 at once: a finite n_short needs infinitely many steps; the reverse none
     assert float(tts.matching_k(tts.identity(3), 10, np.inf)) == np.inf
     assert float(tts.matching_k(tts.identity(3), np.inf, 10)) == 0.0
     assert float(tts.matching_k(tts.identity(3), np.inf, np.inf, k_long=2)) == 2.0
-    assert float(tts.thm33_bound(tts.identity(3), 5, np.inf)) == pytest.approx(3 / 25 * 16)
+    assert float(tts.one_step_error_bound(tts.identity(3), 5, np.inf)) == pytest.approx(3 / 25 * 16)
     with pytest.raises(ValueError, match="k must not be nan"):
-        tts.cor35_bound(tts.identity(3), 5, float("nan"))
+        tts.scaling_law_error(tts.identity(3), 5, float("nan"))
     with pytest.raises(ValueError, match="k_long must not be nan"):
         tts.matching_k(tts.identity(3), 10, 30, k_long=float("nan"))
     with pytest.raises(ValueError, match="k_long must be >= 0"):
         tts.matching_k(tts.identity(3), 10, 30, k_long=-1)
     with pytest.raises(TypeError, match="k must be a real"):
-        tts.cor35_bound(tts.identity(3), 5, 1j)
+        tts.scaling_law_error(tts.identity(3), 5, 1j)
 
 
 def test_gamma_inverse_of_a_singular_gamma_is_refused():
@@ -330,7 +331,7 @@ def test_gamma_inverse_of_a_singular_gamma_is_refused():
     with pytest.raises(ValueError, match="cov: .*singular"):
         tts.gamma_inverse(tts.from_eigenvalues([1.0, 0.0]), np.inf)
     np.testing.assert_allclose(tts.gamma_inverse(tts.from_eigenvalues([1.0, 0.0]), 4), np.diag([1 / 1.5, 4.0]), rtol=1e-6)
-    rot = tts.rotated(tts.power_law(4, 1.0), jax.random.key(0))
+    rot = tts.rotated(jax.random.key(0), tts.power_law(4, 1.0))
     np.testing.assert_allclose(tts.gamma_inverse(rot, 9), jnp.linalg.inv(tts.gamma(rot, 9)), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(tts.gamma_inverse(rot.matrix(), 9), jnp.linalg.inv(tts.gamma(rot, 9)), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="covs: .*singular"):
@@ -343,7 +344,7 @@ def test_directly_built_covariance_is_validated_by_theory():
     for cov in bad:
         for call in (lambda c: tts.limit_error(jnp.eye(2), c, 2), lambda c: tts.gamma(c, 5),
                      lambda c: tts.gamma_inverse(c, 5), lambda c: tts.one_step_error(jnp.eye(2), c, 5),
-                     lambda c: tts.thm33_bound(c, 5, 5), lambda c: tts.cor35_bound(c, 5, 1),
+                     lambda c: tts.one_step_error_bound(c, 5, 5), lambda c: tts.scaling_law_error(c, 5, 1),
                      lambda c: tts.overthinking_term(jnp.eye(2), c, 1), lambda c: tts.best_k(jnp.eye(2), c, 3),
                      lambda c: tts.mixture_preconditioner([c], [5], [1.0])):
             with pytest.raises(ValueError, match=r"(Sigma|cov|covs)\.(eigenvalues|basis)"):
@@ -370,12 +371,12 @@ def test_thm33_bound_value_is_the_theorem_formula(alpha):
     d = 6
     lam = _numpy_power_law(d, alpha)
     hard = lam.sum() / lam.min()
-    rot = tts.rotated(tts.power_law(d, alpha), jax.random.key(3))
+    rot = tts.rotated(jax.random.key(3), tts.power_law(d, alpha))
     for cov in (tts.power_law(d, alpha), rot, rot.matrix()):
         for n, m in ((4, 7), (25, 300), (9, np.inf)):
             second = 0.0 if np.isinf(m) else (d / m) * (1 + hard)
             expected = (d / n**2) * (1 + hard) ** 2 + second
-            np.testing.assert_allclose(float(tts.thm33_bound(cov, n, m)), expected, rtol=1e-5)
+            np.testing.assert_allclose(float(tts.one_step_error_bound(cov, n, m)), expected, rtol=1e-5)
 
 
 def test_mixture_preconditioner_of_non_commuting_tasks():
@@ -384,8 +385,8 @@ def test_mixture_preconditioner_of_non_commuting_tasks():
     ``Σ π_ℓ E||P b_ℓ − w||²``): every perturbation of P raises the loss by exactly ``tr(ΔP Q ΔPᵀ) > 0``."""
     d = 4
     with jax.enable_x64(True):
-        covs = [tts.rotated(tts.power_law(d, 1.5, dtype=jnp.float64), jax.random.key(10)),
-                tts.rotated(tts.power_law(d, 0.7, dtype=jnp.float64), jax.random.key(11))]
+        covs = [tts.rotated(jax.random.key(10), tts.power_law(d, 1.5, dtype=jnp.float64)),
+                tts.rotated(jax.random.key(11), tts.power_law(d, 0.7, dtype=jnp.float64))]
         mats = [np.asarray(c.matrix(), np.float64) for c in covs]
         ns, probs = np.array([5.0, 30.0]), np.array([0.35, 0.65])
         for noise in (0.0, 0.6):
@@ -438,3 +439,17 @@ def test_sweep_overthinking_term_uses_gamma_equal_to_the_inverse_of_p():
         # and it is not Remark 4.1 evaluated with Γ = P (the other reading of "Γ")
         mu_wrong = np.linalg.eigvalsh(np.linalg.inv(root) @ Sigma @ np.linalg.inv(root))
         assert abs(np.sum((1 - mu_wrong) ** 2) - expected[1]) > 0.1
+
+
+def test_paper_number_names_are_deprecated_aliases_of_the_math_names():
+    """thm33_bound / cor35_rate / cor35_bound warn and return exactly the renamed functions' values."""
+    cov = tts.power_law(6, 1.0)
+    pairs = [(theory.thm33_bound, theory.one_step_error_bound, (cov, 10, 50)),
+             (theory.cor35_rate, theory.contraction_rate, (cov, 10)),
+             (theory.cor35_bound, theory.scaling_law_error, (cov, 10, jnp.arange(4)))]
+    for old, new, args in pairs:
+        with pytest.warns(DeprecationWarning, match=new.__name__):
+            got = old(*args)
+        np.testing.assert_array_equal(got, new(*args))
+    # the closed form itself, independently: Hard(I_d) = d, rate (1 + d)/(n + 1 + d)
+    np.testing.assert_allclose(float(theory.contraction_rate(tts.identity(6), 10)), 7 / 17, rtol=1e-6)

@@ -3,6 +3,8 @@ vmapped training == separate runs, save/load, chunked resume, the free-W drift, 
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,7 +30,7 @@ def _numpy_prompts(cov, m, batch, seed):
 def _one_task(cov, n, filler):
     """A one-task model written as a 2-task mixture with probabilities (1, 0), so single tasks and
     mixtures share one compiled (vmapped) train function."""
-    return T.make_task_arrays([cov, filler], [n, n], [1.0, 0.0])
+    return tts.task_mixture([cov, filler], [n, n], [1.0, 0.0])
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +38,14 @@ def trained():
     """Four LSAs trained in one vmapped call: Λ = I (n=20), Λ = power law α=1 (n=20), and two mixtures."""
     d = D_FEAT
     ident, tilted = tts.identity(d), tts.power_law(d, 1.0)
-    config = T.TrainConfig(d=d, tasks=(T.Task(ident, 10), T.Task(tilted, N)), steps=200, batch=256)
+    config = T.TrainConfig(d=d, tasks=tts.task_mixture([ident, tilted], [10, N]), steps=200, batch=256)
     rows = [
         _one_task(ident, N, ident),
         _one_task(tilted, N, ident),
-        T.make_task_arrays([ident, tilted], [10, 20], [0.3, 0.7]),
-        T.make_task_arrays([tts.power_law(d, 2.0), ident], [20, 10], [0.5, 0.5]),
+        tts.task_mixture([ident, tilted], [10, 20], [0.3, 0.7]),
+        tts.task_mixture([tts.power_law(d, 2.0), ident], [20, 10], [0.5, 0.5]),
     ]
-    tasks = T.stack_task_arrays(rows)
+    tasks = tts.stack_mixtures(rows)
     keys = jax.random.split(jax.random.key(0), len(rows))
     result = jax.device_get(T.make_train_batched(config)(keys, tasks))
     return config, rows, tasks, keys, result
@@ -81,7 +83,7 @@ def test_mixture_converges_to_mixture_preconditioner(trained):
     _, rows, _, _, result = trained
     for i in (2, 3):
         t = rows[i]
-        P_star = tts.mixture_preconditioner(t.covariances(), t.n, t.probs)
+        P_star = tts.mixture_preconditioner(t.covariances, t.lengths, t.probs)
         np.testing.assert_allclose(T.optimal_preconditioner(t), P_star, rtol=2e-5, atol=1e-6)
         err = float(T.relative_error(result.preconditioner[i], P_star))
         assert err < 0.05, (i, err)
@@ -89,7 +91,7 @@ def test_mixture_converges_to_mixture_preconditioner(trained):
         optimum = float(T.optimal_loss(t))
         assert abs(tail.mean() - optimum) < 4 * tail.std() / np.sqrt(len(tail)) + 0.01 * optimum, (tail.mean(), optimum)
         # and it is measurably NOT the one-task Γ⁻¹ of either component
-        for cov, n in zip(tts.unstack(t.covariances()), t.n):
+        for cov, n in zip(tts.unstack(t.covariances), t.lengths):
             assert float(T.relative_error(tts.gamma_inverse(cov, n), P_star)) > 0.1
 
 
@@ -129,7 +131,7 @@ def test_gradient_and_curvature_closed_forms(dtype):
     Monte-Carlo standard errors (the conftest `dtype` fixture enables x64 for float64)."""
     d, n, c, B = 4, 8, 1.5, 4096
     cov = tts.power_law(d, 1.0, dtype=dtype)
-    tasks = T.make_task_arrays([cov], [n], dtype=dtype)
+    tasks = tts.task_mixture([cov], [n], dtype=dtype)
     b = lsa_mod.blocks(d)
 
     @jax.jit
@@ -203,21 +205,22 @@ def test_save_load_round_trip_is_exact(tmp_path, trained):
     assert back.V.dtype == params.V.dtype
     cfg = T.load_config(path)
     assert cfg == config and hash(cfg) == hash(config)
-    np.testing.assert_array_equal(cfg.tasks[1].cov.eigenvalues, config.tasks[1].cov.eigenvalues)
+    np.testing.assert_array_equal(cfg.tasks.covariances.eigenvalues[1], config.tasks.covariances.eigenvalues[1])
     np.testing.assert_array_equal(T.load_array(path, "losses"), result.losses[3])
     # a rotated float64 task survives the JSON round trip bit-exactly
     with jax.enable_x64(True):
-        rot = tts.rotated(tts.power_law(3, 1.0, dtype=jnp.float64), jax.random.key(1))
-        cfg64 = T.TrainConfig(d=3, tasks=(T.Task(rot, 5),), dtype="float64", probs=(1.0,))
+        rot = tts.rotated(jax.random.key(1), tts.power_law(3, 1.0, dtype=jnp.float64))
+        cfg64 = T.TrainConfig(d=3, tasks=tts.task_mixture([rot], [5]), dtype="float64", probs=(1.0,))
         again = T.TrainConfig.from_json(cfg64.to_json())
         assert again == cfg64
-        np.testing.assert_array_equal(again.tasks[0].cov.basis, rot.basis)
+        np.testing.assert_array_equal(again.tasks.covariances.basis[0], rot.basis)
 
 
 def _small_mixture_config() -> T.TrainConfig:
     """The config the CLI builds from ``CLI_ARGS`` (so both tests share one compiled chunk function):
     a 2-task mixture of different n, Adam, tied W."""
-    tasks = (T.Task(tts.power_law(3, 1.0), 4), T.Task(tts.identity(3), 6))
+    pl = tts.from_eigenvalues(tts.spectra.power_law_eigenvalues(3, 1.0).astype(np.float32))  # the CLI parses in float64
+    tasks = tts.task_mixture([pl, tts.identity(3)], [4, 6])
     return T.TrainConfig(d=3, tasks=tasks, probs=(0.25, 0.75), steps=7, batch=8, optimizer="adam", w_mode="tied")
 
 
@@ -266,7 +269,7 @@ def free_trained():
     """One LSA with a free W (Λ = I, d = 4, n = 10), shared by the free-W tests."""
     d, n = 4, 10
     cov = tts.identity(d)
-    config = T.TrainConfig(d=d, tasks=(T.Task(cov, n),), steps=100, batch=256, w_mode="free")
+    config = T.TrainConfig(d=d, tasks=tts.task_mixture([cov], [n]), steps=100, batch=256, w_mode="free")
     return config, cov, jax.device_get(T.make_train(config)(jax.random.key(0)))
 
 
@@ -275,7 +278,7 @@ def test_free_W_drifts(free_trained):
     fixed point is (c'/c) w: the error plateaus at (1 − c'/c)² ||w||² instead of → 0, although the
     one-step map (P = −c' V[ŵ, x] ≈ Γ⁻¹) is learned. (tied W: see test_tied_W_converges.)"""
     config, cov, free = free_trained
-    d, n = config.d, config.tasks[0].n
+    d, n = config.d, int(config.tasks.lengths[0])
     P_star = tts.gamma_inverse(cov, n)
     b = lsa_mod.blocks(d)
     np.testing.assert_array_equal(free.params.W[b["x"], b["w"]], np.eye(d))  # zero gradient: stays at init
@@ -341,7 +344,7 @@ def test_tied_W_converges():
     CoT converges to w. (Behind `full` only to keep CI fast: ~4 s of compile.)"""
     d, n = 4, 10
     cov = tts.identity(d)
-    config = T.TrainConfig(d=d, tasks=(T.Task(cov, n),), steps=100, batch=256, w_mode="tied")
+    config = T.TrainConfig(d=d, tasks=tts.task_mixture([cov], [n]), steps=100, batch=256, w_mode="tied")
     tied = jax.device_get(T.make_train(config)(jax.random.key(0)))
     assert abs(float(tied.c) - config.c) > 0.1
     assert float(T.relative_error(tied.preconditioner, tts.gamma_inverse(cov, n))) < 0.05
@@ -352,51 +355,54 @@ def test_tied_W_converges():
 
 def test_bad_input():
     cov = tts.identity(3)
-    task = T.Task(cov, 5)
+    task = tts.task_mixture([cov], [5])
+    two = tts.task_mixture([cov, cov], [5, 5])
     with pytest.raises(ValueError, match="empty mixture"):
         T.TrainConfig(d=3, tasks=())
     with pytest.raises(ValueError, match="sum to 1"):
-        T.TrainConfig(d=3, tasks=(task, task), probs=(0.5, 0.6))
+        T.TrainConfig(d=3, tasks=two, probs=(0.5, 0.6))
     with pytest.raises(ValueError, match="non-negative"):
-        T.TrainConfig(d=3, tasks=(task, task), probs=(-0.5, 1.5))
+        T.TrainConfig(d=3, tasks=two, probs=(-0.5, 1.5))
     with pytest.raises(ValueError, match="one probability per task"):
-        T.TrainConfig(d=3, tasks=(task, task), probs=(1.0,))
-    with pytest.raises(ValueError, match=r"tasks\[1\] has dimension d=4"):
-        T.TrainConfig(d=3, tasks=(task, T.Task(tts.identity(4), 5)))
+        T.TrainConfig(d=3, tasks=two, probs=(1.0,))
+    with pytest.raises(ValueError, match=r"tasks have dimension d=4"):
+        T.TrainConfig(d=3, tasks=tts.task_mixture([tts.identity(4)], [5]))
+    with pytest.raises(ValueError, match=r"lengths must be whole"):
+        T.TrainConfig(d=3, tasks=tts.task_mixture([cov], [5.5]))
     for steps in (0, -3):
         with pytest.raises(ValueError, match="steps must be >= 1"):
-            T.TrainConfig(d=3, tasks=(task,), steps=steps)
+            T.TrainConfig(d=3, tasks=task, steps=steps)
     with pytest.raises(TypeError, match="steps must be an int"):
-        T.TrainConfig(d=3, tasks=(task,), steps=2.5)
+        T.TrainConfig(d=3, tasks=task, steps=2.5)
     with pytest.raises(ValueError, match="optimizer"):
-        T.TrainConfig(d=3, tasks=(task,), optimizer="lbfgs")
+        T.TrainConfig(d=3, tasks=task, optimizer="lbfgs")
     with pytest.raises(ValueError, match="w_mode"):
-        T.TrainConfig(d=3, tasks=(task,), w_mode="loose")
+        T.TrainConfig(d=3, tasks=task, w_mode="loose")
     with pytest.raises(ValueError, match="learning_rate"):
-        T.TrainConfig(d=3, tasks=(task,), learning_rate=-1.0)
+        T.TrainConfig(d=3, tasks=task, learning_rate=-1.0)
     with pytest.raises(ValueError, match="noise"):
-        T.TrainConfig(d=3, tasks=(task,), noise=-0.1)
+        T.TrainConfig(d=3, tasks=task, noise=-0.1)
     with pytest.raises(ValueError, match="n_max"):
-        T.TrainConfig(d=3, tasks=(task,), n_max=4)
-    with pytest.raises(TypeError, match="Task.cov"):
+        T.TrainConfig(d=3, tasks=task, n_max=4)
+    with pytest.raises(TypeError, match="Task.cov"), pytest.warns(DeprecationWarning):
         T.Task(np.eye(3), 5)
-    with pytest.raises(ValueError, match="Task.n"):
+    with pytest.raises(ValueError, match="Task.n"), pytest.warns(DeprecationWarning):
         T.Task(cov, 0)
     with pytest.raises(TypeError, match="tasks\\[0\\] must be a Task"):
         T.TrainConfig(d=3, tasks=((cov, 5),))
-    with pytest.raises(ValueError, match="empty mixture"):
-        T.make_task_arrays([], [])
+    with pytest.raises(ValueError, match="mixture is empty"):
+        tts.task_mixture([], [])
     with pytest.raises(ValueError, match="share one dimension"):
-        T.make_task_arrays([cov, tts.identity(4)], [5, 5])
-    config = T.TrainConfig(d=3, tasks=(task,), steps=2, batch=4)
+        tts.task_mixture([cov, tts.identity(4)], [5, 5])
+    config = T.TrainConfig(d=3, tasks=task, steps=2, batch=4)
     train = T.make_train(config)
     with pytest.raises(TypeError, match="key"):
         train(0)
     with pytest.raises(ValueError, match="n_max"):
-        train(jax.random.key(0), T.make_task_arrays([cov], [9]))
-    with pytest.raises(ValueError, match="tasks.eigenvalues must have shape"):
-        train(jax.random.key(0), T.make_task_arrays([cov, cov], [5, 5]))
-    bad = T.make_task_arrays([cov], [5])._replace(probs=jnp.asarray([0.5]))
+        train(jax.random.key(0), tts.task_mixture([cov], [9]))
+    with pytest.raises(ValueError, match="tasks.covariances.eigenvalues must have shape"):
+        train(jax.random.key(0), tts.task_mixture([cov, cov], [5, 5]))
+    bad = dataclasses.replace(tts.task_mixture([cov], [5]), probs=jnp.asarray([0.5]))
     with pytest.raises(ValueError, match="sum to 1"):
         train(jax.random.key(0), bad)
     with pytest.raises(ValueError, match="chunk"):
@@ -445,7 +451,7 @@ def test_make_model_train_reaches_the_theorem_3_1_preconditioner(name, rotated):
 
     lam = tts.power_law(4, 1.0)
     if rotated:
-        lam = tts.rotated(lam, jax.random.key(2))
+        lam = tts.rotated(jax.random.key(2), lam)
     model = models.get(name)
     if name == "pseudo_newton":
         params0 = models.pseudo_newton.PseudoNewtonParams(jnp.zeros((4, 4)))
@@ -453,7 +459,7 @@ def test_make_model_train_reaches_the_theorem_3_1_preconditioner(name, rotated):
         params0 = tts.paper_init(4, c=0.8)
     else:
         params0 = model.init(lam, 20.0)
-    train = training.make_model_train(model, [(lam, 20, 1.0)], steps=400, batch=1024, optimizer=_adam(400))
+    train = training.make_model_train(model, tts.task_mixture([lam], [20]), steps=400, batch=1024, optimizer=_adam(400))
     res = train(jax.random.key(0), params0)
     target = theory.gamma_inverse(lam, 20.0)
     learned = model.preconditioner(res.params)
@@ -473,7 +479,8 @@ def test_make_model_train_mixture_loss_is_the_probability_weighted_one_step_erro
     model = models.get("gd:eta=0.2")
     params = model.init(tasks[0][0], 1.0)
     frozen = optax.set_to_zero()  # losses of 200 independent batches at fixed parameters
-    train = training.make_model_train(model, tasks, steps=200, batch=4000, optimizer=frozen)
+    mixture = tts.task_mixture([c for c, _, _ in tasks], [n for _, n, _ in tasks], [p for _, _, p in tasks])
+    train = training.make_model_train(model, mixture, steps=200, batch=4000, optimizer=frozen)
     losses = np.asarray(train(jax.random.key(3), params).losses, np.float64)
     exact = sum(p * 0.5 * float(theory.one_step_error(0.2 * jnp.eye(3), c, n)) for c, n, p in tasks)
     z = (losses.mean() - exact) / (losses.std(ddof=1) / np.sqrt(len(losses)))
@@ -486,14 +493,20 @@ def test_make_model_train_refuses_bad_input():
     model = models.get("gd")
     lam = tts.identity(3)
     adam = _adam(10)
-    with pytest.raises(ValueError, match="tasks"):
-        training.make_model_train(model, [], 10, 8, adam)
-    with pytest.raises(ValueError, match="sum to 1"):
-        training.make_model_train(model, [(lam, 10, 0.5)], 10, 8, adam)
+    one = tts.task_mixture([lam], [10])
+    with pytest.raises(TypeError, match="tasks"):
+        training.make_model_train(model, "tasks", 10, 8, adam)
+    with pytest.raises((TypeError, ValueError), match=r"tasks\.lengths\[0\]"):
+        training.make_model_train(model, tts.task_mixture([lam], [2.5]), 10, 8, adam)
     with pytest.raises(TypeError, match="optimizer"):
-        training.make_model_train(model, [(lam, 10, 1.0)], 10, 8, "adam")
+        training.make_model_train(model, one, 10, 8, "adam")
     with pytest.raises(TypeError, match="model"):
-        training.make_model_train("gd", [(lam, 10, 1.0)], 10, 8, adam)
+        training.make_model_train("gd", one, 10, 8, adam)
+    # the deprecated list of (covariance, n, probability) triples still works, with a warning
+    with pytest.warns(DeprecationWarning, match="task_mixture"):
+        training.make_model_train(model, [(lam, 10, 1.0)], 10, 8, adam)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="sum to 1"):
+        training.make_model_train(model, [(lam, 10, 0.5)], 10, 8, adam)
 
 
 # ----------------------------------------------------------------------------- the optimiser's step sizes, exactly
@@ -512,37 +525,37 @@ def test_auto_sgd_step_sizes_are_the_closed_forms():
     here in NumPy for a rotated 2-task mixture with label noise; tied c (c = 1) gets ``1 / tr(P Q Pᵀ)``,
     ``P = Λ̄ Q⁻¹``; Adam's auto step is 5e-2. (A 10 % error in any of them fails at rtol = 1e-4.)"""
     d = 3
-    covs = [tts.rotated(tts.power_law(d, 1.0), jax.random.key(4)), tts.power_law(d, 0.3)]
+    covs = [tts.rotated(jax.random.key(4), tts.power_law(d, 1.0)), tts.power_law(d, 0.3)]
     ns, probs, noise = (5, 12), (0.4, 0.6), 0.5
     mats = [np.asarray(c.matrix(), np.float64) for c in covs]
     Q = sum(p * (((1 + 1 / n) * L + np.trace(L) / n * np.eye(d)) @ L + noise**2 * L / n)
             for p, L, n in zip(probs, mats, ns))
     h_y1 = sum(p * (1 + 2 / n) * ((np.trace(L) + noise**2) ** 2 + 2 * np.trace(L @ L)) for p, L, n in zip(probs, mats, ns))
     b = lsa_mod.blocks(d)
-    tasks = tuple(T.Task(c, n) for c, n in zip(covs, ns))
+    tasks = tts.task_mixture(covs, list(ns))
     for c in (1.0, 0.7):
         config = T.TrainConfig(d=d, tasks=tasks, probs=probs, noise=noise, c=c, schedule="constant", steps=10, batch=4)
         ev = np.linalg.eigvalsh(c**2 * Q)
         lr_x, lr_y = 2 / (ev[-1] + ev[0]), 1 / (c**2 * h_y1)
-        step = -_first_update(config, config.task_arrays())["V"]
+        step = -_first_update(config, config.mixture())["V"]
         expected = np.full(step.shape, lr_x)
         expected[:, b["y"]] = lr_y
         np.testing.assert_allclose(step, expected, rtol=1e-4)
         if c == 1.0:
-            block = -_first_update(config.replace(v_mode="block"), config.task_arrays())["V"]
+            block = -_first_update(config.replace(v_mode="block"), config.mixture())["V"]
             np.testing.assert_allclose(block, np.full((d, d), lr_x), rtol=1e-4)
     tied = T.TrainConfig(d=d, tasks=tasks, probs=probs, noise=noise, schedule="constant", steps=10, batch=4, w_mode="tied")
     P = sum(p * L for p, L in zip(probs, mats)) @ np.linalg.inv(Q)
-    np.testing.assert_allclose(-_first_update(tied, tied.task_arrays())["c"], 1 / np.trace(P @ Q @ P.T), rtol=1e-4)
+    np.testing.assert_allclose(-_first_update(tied, tied.mixture())["c"], 1 / np.trace(P @ Q @ P.T), rtol=1e-4)
     adam = tied.replace(optimizer="adam")
-    for leaf in jax.tree_util.tree_leaves(_first_update(adam, adam.task_arrays())):
+    for leaf in jax.tree_util.tree_leaves(_first_update(adam, adam.mixture())):
         np.testing.assert_allclose(leaf, -5e-2, rtol=1e-5)  # Adam's first step: lr · g / |g|
 
 
 # ----------------------------------------------------------------------------- reliability: divergence, validation, resume
 def _diverging_config(**changes) -> T.TrainConfig:
     """SGD at learning rate 1e6 on Λ = I: the loss is inf by step 4."""
-    return T.TrainConfig(d=3, tasks=(T.Task(tts.identity(3), 5),), steps=6, batch=8, learning_rate=1e6, **changes)
+    return T.TrainConfig(d=3, tasks=tts.task_mixture([tts.identity(3)], [5]), steps=6, batch=8, learning_rate=1e6, **changes)
 
 
 def test_fit_and_make_train_refuse_to_return_a_diverged_run(tmp_path):
@@ -558,7 +571,7 @@ def test_fit_and_make_train_refuse_to_return_a_diverged_run(tmp_path):
             assert all(np.all(np.isfinite(data[k])) for k in data.files if k.startswith("leaf_") or k == "losses")
     with pytest.raises(FloatingPointError, match=r"training diverged at step \d of 6"):
         T.make_train(config)(jax.random.key(0))
-    tasks = T.stack_task_arrays([config.task_arrays()] * 2)
+    tasks = tts.stack_mixtures([config.mixture()] * 2)
     with pytest.raises(FloatingPointError, match=r"model 0 \(2 of 2 models diverged\)"):
         T.make_train_batched(config)(jax.random.split(jax.random.key(0), 2), tasks)
 
@@ -577,8 +590,8 @@ def test_cli_train_divergence_is_an_error_and_writes_no_params(tmp_path, capsys)
 
 
 def test_directly_built_covariances_are_validated():
-    """A Covariance(...) built directly skips the constructors' checks: Task, TrainConfig, make_task_arrays
-    (and so fit and make_train) run check_covariance and name the argument."""
+    """A Covariance(...) built directly skips the constructors' checks: task_mixture (and so TrainConfig, fit and
+    make_train) runs check_covariance and names the argument."""
     bad = {
         "negative": (ValueError, tts.Covariance(jnp.array([1.0, -1.0, 1.0])), "non-negative"),
         "nan": (ValueError, tts.Covariance(jnp.array([1.0, jnp.nan, 1.0])), "non-finite"),
@@ -586,16 +599,14 @@ def test_directly_built_covariances_are_validated():
         "basis": (ValueError, tts.Covariance(jnp.ones(3), jnp.ones((3, 3))), "orthonormal"),
     }
     for kind, (error, cov, text) in bad.items():
-        with pytest.raises(error, match=rf"Task\.cov\..*{text}"):
-            T.Task(cov, 5)
-        with pytest.raises(error, match=rf"covs\[0\]\..*{text}"):
-            T.make_task_arrays([cov], [5])
+        with pytest.raises(error, match=rf"covariances\[0\].*({text}|negative eigenvalue)"):
+            tts.task_mixture([cov], [5])
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
     """config.json deleted: the config stored inside checkpoint.npz still refuses another config, naming the
     directory and the differing fields; the original config resumes (and config.json is written again)."""
-    config = T.TrainConfig(d=3, tasks=(T.Task(tts.identity(3), 5),), steps=6, batch=8)
+    config = T.TrainConfig(d=3, tasks=tts.task_mixture([tts.identity(3)], [5]), steps=6, batch=8)
     key = jax.random.key(3)
     out = tmp_path / "run"
 
@@ -607,7 +618,7 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
     (out / T.CONFIG).unlink()
     with pytest.raises(ValueError, match=rf"{out} holds a training run with a different config.*batch \(8 → 16\)"):
         T.fit(config.replace(batch=16), key, out=str(out), chunk=2, progress=False)
-    other = T.TrainConfig(d=3, tasks=(T.Task(tts.power_law(3, 1.0), 7),), steps=6, batch=8)
+    other = T.TrainConfig(d=3, tasks=tts.task_mixture([tts.power_law(3, 1.0)], [7]), steps=6, batch=8)
     with pytest.raises(ValueError, match=r"tasks\[0\]\.eigenvalues, tasks\[0\]\.n \(5 → 7\)"):
         T.fit(other, key, out=str(out), chunk=2, progress=False)
     seen = []
@@ -628,10 +639,34 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
 
 
 def test_fit_refuses_an_out_that_is_a_file(tmp_path):
-    config = T.TrainConfig(d=3, tasks=(T.Task(tts.identity(3), 5),), steps=2, batch=4)
+    config = T.TrainConfig(d=3, tasks=tts.task_mixture([tts.identity(3)], [5]), steps=2, batch=4)
     path = tmp_path / "file"
     path.write_text("x")
     with pytest.raises(ValueError, match="exists and is not a directory"):
         T.fit(config, jax.random.key(0), out=str(path), progress=False)
     with pytest.raises(ValueError, match="cannot create the directory"):
         T.fit(config, jax.random.key(0), out=str(path / "sub"), progress=False)
+
+
+# ----------------------------------------------------------------------------- the deprecated task forms
+def test_deprecated_task_forms_warn_and_still_train_the_same_model():
+    """Task, TaskArrays, make_task_arrays, stack_task_arrays and TrainConfig.task_arrays() warn (one release)
+    and give the same TaskMixture as the new API, so old code trains the identical model."""
+    cov = tts.power_law(3, 1.0)
+    new = T.TrainConfig(d=3, tasks=tts.task_mixture([cov, tts.identity(3)], [4, 6], [0.25, 0.75]), steps=3, batch=8)
+    with pytest.warns(DeprecationWarning, match="task_mixture"):
+        old_tasks = (T.Task(cov, 4), T.Task(tts.identity(3), 6))
+    old = T.TrainConfig(d=3, tasks=old_tasks, probs=(0.25, 0.75), steps=3, batch=8)
+    assert old == new
+    with pytest.warns(DeprecationWarning, match="task_mixture"):
+        arrays = T.make_task_arrays([cov, tts.identity(3)], [4, 6], [0.25, 0.75])
+    with pytest.warns(DeprecationWarning, match="stack_mixtures"):
+        stacked = T.stack_task_arrays([arrays, arrays])
+    with pytest.warns(DeprecationWarning, match="TaskMixture"):
+        assert T.TaskArrays is tts.TaskMixture
+    with pytest.warns(DeprecationWarning, match="mixture"):
+        np.testing.assert_array_equal(new.task_arrays().probs, [0.25, 0.75])
+    assert stacked.lengths.shape == (2, 2)
+    a = T.make_train(new)(jax.random.key(0), arrays)
+    b = T.make_train(new)(jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(a.losses), np.asarray(b.losses))

@@ -112,10 +112,10 @@ def api_cases():
         add(f"one_step_error(noise={s!r})", lambda s=s: theory.one_step_error(P3, I3, 10, s), "noise")
     add("best_k(k_max=0)", lambda: theory.best_k(P3, I3, 0), "k_max")
     for k in (NAN, -1.0):
-        add(f"cor35_bound(k={k!r})", lambda k=k: theory.cor35_bound(I3, 10, k), "k")
+        add(f"scaling_law_error(k={k!r})", lambda k=k: theory.scaling_law_error(I3, 10, k), "k")
     for kl in (NAN, -1.0):
         add(f"matching_k(k_long={kl!r})", lambda kl=kl: theory.matching_k(I3, 10, 30, kl), "k_long")
-    add("thm33_bound(n=0)", lambda: theory.thm33_bound(I3, 0, 10), "n")
+    add("one_step_error_bound(n=0)", lambda: theory.one_step_error_bound(I3, 0, 10), "n")
     add("overthinking_term(Gamma non-PSD)", lambda: theory.overthinking_term(-jnp.eye(3), I3, 3), "Gamma")
     add("overthinking_term(Gamma singular)", lambda: theory.overthinking_term(jnp.zeros((3, 3)), I3, 3), "Gamma")
     add("mixture_preconditioner(probs not simplex)",

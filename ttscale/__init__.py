@@ -59,8 +59,11 @@ _EXPORTS = {
     "squared_errors": "ttscale.cot",
     "BestK": "ttscale.theory",
     "best_k": "ttscale.theory",
-    "cor35_bound": "ttscale.theory",
+    "scaling_law_error": "ttscale.theory",
+    "contraction_rate": "ttscale.theory",
     "cor35_rate": "ttscale.theory",
+    "cor35_bound": "ttscale.theory",
+    "thm33_bound": "ttscale.theory",
     "gamma": "ttscale.theory",
     "gamma_inverse": "ttscale.theory",
     "limit_error": "ttscale.theory",
@@ -69,7 +72,7 @@ _EXPORTS = {
     "one_step_error": "ttscale.theory",
     "overthinking_term": "ttscale.theory",
     "second_moment": "ttscale.theory",
-    "thm33_bound": "ttscale.theory",
+    "one_step_error_bound": "ttscale.theory",
     "Task": "ttscale.training",
     "TaskArrays": "ttscale.training",
     "TrainConfig": "ttscale.training",
@@ -83,7 +86,13 @@ _EXPORTS = {
     "optimal_preconditioner": "ttscale.training",
     "save_params": "ttscale.training",
     "stack_task_arrays": "ttscale.training",
+    "TaskMixture": "ttscale.tasks",
+    "task_mixture": "ttscale.tasks",
+    "stack_mixtures": "ttscale.tasks",
     "Model": "ttscale.models",
+    "SpectrumGrid": "ttscale.families",
+    "parse_spectra": "ttscale.families",
+    "register_family": "ttscale.families",
     "SweepSpec": "ttscale.sweep",
     "prompt_errors": "ttscale.sweep",
     "run_sweep": "ttscale.sweep",
@@ -97,7 +106,7 @@ _EXPORTS = {
     "select_mixture": "ttscale.selection",
     "task_pool": "ttscale.selection",
 }
-_SUBMODULES = ("models", "gpt2", "cot", "lsa", "prompts", "spectra", "theory", "training", "sweep", "store", "summary", "selection", "experiments", "plots", "report", "rng", "devices")
+_SUBMODULES = ("models", "gpt2", "cot", "lsa", "prompts", "spectra", "theory", "training", "sweep", "store", "summary", "selection", "experiments", "plots", "report", "rng", "devices", "tasks", "families", "finite_m", "adaptive", "gd_theory")
 
 __version__ = "0.1.0"
 

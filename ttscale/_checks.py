@@ -173,7 +173,7 @@ def memory_limit() -> tuple[int, str]:
     else half of this machine's physical memory (the rest is for the OS, Python and XLA's copies)."""
     import jax
 
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]  # this process's device (multi-host: jax.devices()[0] is process 0's)
     if device.platform != "cpu":
         stats = device.memory_stats() or {}
         if stats.get("bytes_limit"):

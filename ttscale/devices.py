@@ -62,6 +62,53 @@ def use_cpu_cores(n=None, *, warn: bool = True) -> int:
     return n
 
 
+_DISTRIBUTED_ENV = ("TTSCALE_COORDINATOR", "TTSCALE_NUM_PROCESSES", "TTSCALE_PROCESS_ID")
+
+
+def use_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                    process_id: int | None = None, *, timeout: int = 300) -> tuple[int, int]:
+    """Join a multi-process JAX job (``jax.distributed.initialize``); returns ``(process_index, process_count)``.
+
+    Call it in every process, before any JAX operation (and after :func:`use_cpu_cores`, which only sets
+    a config value). With no arguments the three settings come from ``TTSCALE_COORDINATOR``
+    (``host:port`` of process 0), ``TTSCALE_NUM_PROCESSES`` and ``TTSCALE_PROCESS_ID`` when those are set
+    (all three or none); otherwise JAX detects them itself on SLURM (``srun``, one task per node), Cloud
+    TPU pods, Open MPI and Kubernetes jobs (``JAX_COORDINATOR_ADDRESS`` is honoured by JAX). On a CPU
+    the processes talk over gloo (``jax_cpu_collectives_implementation``). :func:`ttscale.sweep.run_sweep`
+    then shards each chunk's prompts over the devices of all processes and process 0 writes ``out``
+    (``ttscale sweep --distributed``; ``tests/test_multiprocess.py`` runs two processes on localhost).
+    ``timeout`` (seconds) bounds the wait for the other processes.
+    """
+    env = {name: os.environ.get(name, "").strip() for name in _DISTRIBUTED_ENV}
+    if coordinator is None and num_processes is None and process_id is None and any(env.values()):
+        missing = [name for name, value in env.items() if not value]
+        if missing:
+            raise ValueError(f"{', '.join(missing)}: set all of {', '.join(_DISTRIBUTED_ENV)} or none of them")
+        coordinator = env["TTSCALE_COORDINATOR"]
+        try:
+            num_processes, process_id = int(env["TTSCALE_NUM_PROCESSES"]), int(env["TTSCALE_PROCESS_ID"])
+        except ValueError:
+            raise ValueError(f"TTSCALE_NUM_PROCESSES and TTSCALE_PROCESS_ID must be integers, got "
+                             f"{env['TTSCALE_NUM_PROCESSES']!r} and {env['TTSCALE_PROCESS_ID']!r}") from None
+    if coordinator is not None and (not isinstance(coordinator, str) or ":" not in coordinator):
+        raise ValueError(f"coordinator must be 'host:port', got {coordinator!r}")
+    for name, value, low in (("num_processes", num_processes, 1), ("process_id", process_id, 0)):
+        if value is None:
+            continue
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+    if num_processes is not None and process_id is not None and process_id >= num_processes:
+        raise ValueError(f"process_id must be < num_processes = {num_processes}, got {process_id}")
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives (affects only the CPU)
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                               process_id=process_id, initialization_timeout=int(timeout))
+    return jax.process_index(), jax.process_count()
+
+
 def prompt_mesh(n_devices: int):
     """A one-axis mesh ``("prompts",)`` over the first ``n_devices`` devices (of every process)."""
     import jax

@@ -1,31 +1,53 @@
 """A GPT-2 that predicts the task vector ``w`` in context, with test-time chain of thought (docs/science.md §8).
 
-Tokens (one per row of the sequence, ``T = n + j`` tokens in all)::
+**Input formats** (``GPT2Config.format``; a prompt of ``m`` examples, ``j`` estimate tokens):
 
-    h_i     = A [x_i; y_i] + type[0] + pos[i]           i = 0..n-1     (in-context examples)
-    h_{n+t} = B ŵ_t        + type[1] + pos[n + t]       t = 0..j-1     (estimate tokens)
+``"garg"`` (default; Garg et al.'s layout, as in the authors' GPT-2 setup) — separate x and y
+tokens, the label zero-padded to ``d``, then the estimates, all in the *same* ``R^d`` token space
+through one shared linear read-in ``A: R^d → R^width``::
 
-``A: R^{d+1} → R^width`` and ``B: R^d → R^width`` are linear read-ins, ``type`` a learned
-2-row embedding, ``pos`` a learned position table of ``max_len`` rows. The decoder is GPT-2
-style: pre-LayerNorm blocks ``h ← h + Attn(LN(h))``, ``h ← h + MLP(LN(h))`` with causal
-multi-head attention and a GELU MLP, then a final LayerNorm and a linear read-out
-``R^width → R^d`` that predicts ``w`` at every estimate position: the prediction at estimate
-token ``t`` is ``ŵ_{t+1}``.
+    position   0     1              2     3             …  2m−2   2m−1           2m    2m+1  …  2m+j−1
+    token      x_1   [y_1,0,…,0]    x_2   [y_2,0,…,0]   …  x_m    [y_m,0,…,0]    ŵ_0   ŵ_1   …  ŵ_{j−1}
+    h_t = A token_t + pos[t]                                                      (ŵ_0 = 0: h = bias + pos)
 
-Test-time CoT (``k`` passes from ``ŵ_0 = 0``; ``k = 1`` is direct in-context prediction):
-``ŵ_{t+1}`` = read-out at estimate token ``t``, appended as estimate token ``t + 1``. The rollout
-is one ``lax.scan`` (``method="cache"``: a KV cache, one new token per step; ``method="buffer"``:
-a fixed buffer of ``n + k_max`` tokens and a full causal forward per step — the causal mask makes
-the unused tail irrelevant). Both equal an explicit Python loop of forward passes (tests).
+so ``T = 2m + j`` tokens; the read-out at estimate token ``ŵ_t`` (position ``2m + t``) is ``ŵ_{t+1}``.
 
-Training (:func:`train_gpt2`): Adam on ``E ||ŵ_{t+1} − w||²`` averaged over the supervised
-estimate positions, prompts from :func:`ttscale.prompts.sample_prompts` with data key
-``fold_in(key, step)``, a ``lax.scan`` over the steps of a jitted chunk, a checkpoint per chunk.
-Two protocols:
+``"pair"`` (this project's first guess) — one token per example and a typed estimate token::
 
-* ``"single_step"`` — one estimate token ``ŵ_0 = 0`` (as the LSA theory, docs/science.md §3);
-* ``"self_rollout"`` — estimate tokens ``ŵ_0 = 0, ŵ_1..ŵ_{K−1}`` from the model's own
-  stop-gradient rollout, every estimate position supervised with ``w`` (``K = k_train``).
+    h_i     = A [x_i; y_i] + type[0] + pos[i]       i = 0..m−1      (A: R^{d+1} → R^width)
+    h_{m+t} = B ŵ_t        + type[1] + pos[m + t]   t = 0..j−1      (B: R^d → R^width)
+
+``T = m + j``. Either way ``pos`` is a learned table of ``max_len`` rows (``context + k ≤ max_len``).
+The decoder is GPT-2 style: pre-LayerNorm blocks ``h ← h + Attn(LN(h))``, ``h ← h + MLP(LN(h))``
+with causal multi-head attention and a GELU MLP, then a final LayerNorm and a linear read-out
+``R^width → R^d`` at every estimate position.
+
+**Test-time CoT** (``k`` passes from ``ŵ_0 = 0``; ``k = 1`` is direct in-context prediction):
+``ŵ_{t+1}`` = read-out at estimate token ``t``, appended as estimate token ``t + 1``. One
+``lax.scan`` (``method="cache"``: a KV cache, one new token per step; ``"buffer"``: a fixed
+buffer of ``context + k_max`` tokens and a full causal forward per step). Both equal an explicit
+Python loop of forward passes (tests).
+
+**CoT training** (:func:`train_gpt2`): Adam on ``mean_{t=1..K} E ||ŵ_t − w||²`` — every estimate
+position of a rollout of ``K = k_train`` steps supervised with ``w`` — on prompts from
+:func:`ttscale.prompts.sample_prompts` with data key ``fold_in(key, step)``, a ``lax.scan`` over
+the steps of a jitted chunk, a checkpoint per chunk. Protocols:
+
+* ``"self_rollout"`` — the model's own rollout ``ŵ_1..ŵ_K`` from ``ŵ_0 = 0``. With
+  ``stop_gradient=True`` the fed-back estimates are constants (a stop-gradient rollout, then one
+  teacher-forced pass over ``[ŵ_0, sg(ŵ_1), …, sg(ŵ_{K−1})]``); with ``False`` the gradient flows
+  through them (back-propagation through the whole rollout). Same loss value, different gradients.
+* ``"single_step"`` — one estimate token ``ŵ_0 = 0``: training only at ``k = 1`` (the LSA
+  theory's protocol, docs/science.md §3).
+
+Optional **curriculum** (:class:`Curriculum`, Garg et al.): the active dimension ``d_t`` and number
+of examples ``n_t`` grow from ``(d_start, n_start)`` to ``(d, n)`` over the first ``steps`` steps,
+implemented by zero-masking (``x_i``, ``w_i`` of inactive dims and whole inactive examples are 0,
+labels recomputed, so a masked example carries no information) — shapes never change.
+
+**Sweeps**: :mod:`ttscale.models.gpt2` registers a trained network as the model
+``gpt2:params=DIR`` (``reads = "prompts"``), so ``run_sweep(SweepSpec(model=...))`` evaluates it
+like any model; :func:`sweep_with_reference` adds the pseudo-Newton reference on the same prompts.
 
 Flax NNX only in this module. Models are ``nnx.Module`` objects; every jitted function takes the
 ``nnx.split`` pair ``(graphdef, state)`` so nothing depends on NNX's own transforms.
@@ -39,7 +61,8 @@ import json
 import math
 import os
 import time
-from typing import NamedTuple
+import warnings
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -48,14 +71,15 @@ import optax
 from flax import nnx
 
 from ttscale import _checks, store
-from ttscale.cot import error_curve, pseudo_newton_errors, squared_errors
+from ttscale.cot import squared_errors
 from ttscale.prompts import Prompts, sample_prompts
 from ttscale.spectra import Covariance, check_covariance, identity, power_law
-from ttscale.theory import gamma_inverse
 
 PROTOCOLS = ("self_rollout", "single_step")
+FORMATS = ("garg", "pair")
 COT_METHODS = ("cache", "buffer")
 DEFAULT_PROTOCOL = "self_rollout"
+DEFAULT_FORMAT = "garg"
 
 #: width / layers / heads of the named model sizes (``paper``: the ≈9.5M-parameter ICL GPT-2).
 PRESETS = {
@@ -66,14 +90,19 @@ PRESETS = {
 
 
 # ============================================================================= configuration
+def context_length(format: str, m: int) -> int:
+    """Tokens before the first estimate token for ``m`` examples: ``2m`` (``garg``) or ``m`` (``pair``)."""
+    return 2 * m if format == "garg" else m
+
+
 @dataclasses.dataclass(frozen=True)
 class GPT2Config:
     """Shape-defining model settings (hashable, static).
 
-    ``d`` task dimension; ``max_len`` rows of the position table (a prompt of ``n`` examples
-    with ``k`` CoT steps needs ``n + max(k, 1) ≤ max_len``); ``width`` model width;
-    ``layers`` blocks; ``heads`` attention heads (``width % heads == 0``); ``mlp_ratio`` MLP
-    hidden width / width.
+    ``d`` task dimension; ``max_len`` rows of the position table (a prompt of ``m`` examples
+    with ``k`` CoT steps needs ``context_length(format, m) + max(k, 1) ≤ max_len``); ``width``;
+    ``layers`` blocks; ``heads`` attention heads (``width % heads == 0``); ``mlp_ratio`` MLP hidden
+    width / width; ``format`` ``"garg"`` | ``"pair"`` (module docstring).
     """
 
     d: int
@@ -82,15 +111,23 @@ class GPT2Config:
     layers: int = 12
     heads: int = 8
     mlp_ratio: int = 4
+    format: str = DEFAULT_FORMAT
 
     def __post_init__(self):
         for name in ("d", "max_len", "width", "layers", "heads", "mlp_ratio"):
             _checks.static_int(name, getattr(self, name), minimum=1)
         if self.width % self.heads:
             raise ValueError(f"width={self.width} must be divisible by heads={self.heads}")
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> "GPT2Config":
+        """Inverse of :meth:`to_dict`; files written before ``format`` existed are ``pair``."""
+        return cls(**{"format": "pair", **obj})
 
 
 def gpt2_config(preset: str = "paper", *, d: int, max_len: int, **overrides) -> GPT2Config:
@@ -148,10 +185,11 @@ class Block(nnx.Module):
 
 
 class GPT2(nnx.Module):
-    """GPT-2 decoder reading in-context examples and estimate tokens, predicting ``w`` (module docstring).
+    """GPT-2 decoder reading context tokens and estimate tokens, predicting ``w`` (module docstring).
 
-    ``model(examples, estimates)``: ``examples [b, n, d+1]`` rows ``[x_i; y_i]``, ``estimates
-    [b, j, d]`` rows ``ŵ_0..ŵ_{j−1}`` → predictions ``[b, j, d]`` (row ``t`` is ``ŵ_{t+1}``).
+    ``model(context, estimates)``: ``context`` = :func:`context_tokens` of the prompts (``[b, 2m, d]``
+    for ``garg``, ``[b, m, d+1]`` for ``pair``), ``estimates [b, j, d]`` rows ``ŵ_0..ŵ_{j−1}`` →
+    predictions ``[b, j, d]`` (row ``t`` is ``ŵ_{t+1}``).
     """
 
     def __init__(self, config: GPT2Config, *, rngs: nnx.Rngs):
@@ -159,9 +197,12 @@ class GPT2(nnx.Module):
             raise TypeError(f"config must be a GPT2Config, got {type(config).__name__}")
         c = config
         self.config = c
-        self.read_example = nnx.Linear(c.d + 1, c.width, rngs=rngs)
-        self.read_estimate = nnx.Linear(c.d, c.width, rngs=rngs)
-        self.type_embed = nnx.Embed(2, c.width, rngs=rngs)
+        if c.format == "garg":
+            self.read_in = nnx.Linear(c.d, c.width, rngs=rngs)  # shared by x, y and ŵ tokens
+        else:
+            self.read_example = nnx.Linear(c.d + 1, c.width, rngs=rngs)
+            self.read_estimate = nnx.Linear(c.d, c.width, rngs=rngs)
+            self.type_embed = nnx.Embed(2, c.width, rngs=rngs)
         self.position = nnx.Embed(c.max_len, c.width, rngs=rngs)
         for i in range(c.layers):  # attributes, not a list: stable across NNX versions
             setattr(self, f"block_{i}", Block(c.width, c.heads, c.mlp_ratio, rngs=rngs))
@@ -171,12 +212,23 @@ class GPT2(nnx.Module):
     def blocks(self):
         return [getattr(self, f"block_{i}") for i in range(self.config.layers)]
 
-    def embed(self, examples, estimates):
-        """Token embeddings ``[b, n + j, width]`` (read-in + type + position)."""
-        n, j = examples.shape[1], estimates.shape[1]
-        h_ex = self.read_example(examples) + self.type_embed(jnp.zeros((), jnp.int32))
-        h_est = self.read_estimate(estimates) + self.type_embed(jnp.ones((), jnp.int32))
-        return jnp.concatenate([h_ex, h_est], axis=1) + self.position(jnp.arange(n + j))
+    def embed_context(self, context):
+        """Read-in of the context tokens (no position) → ``[b, L, width]``."""
+        if self.config.format == "garg":
+            return self.read_in(context)
+        return self.read_example(context) + self.type_embed(jnp.zeros((), jnp.int32))
+
+    def embed_estimates(self, estimates):
+        """Read-in of estimate tokens ``[..., d]`` (no position) → ``[..., width]``."""
+        if self.config.format == "garg":
+            return self.read_in(estimates)
+        return self.read_estimate(estimates) + self.type_embed(jnp.ones((), jnp.int32))
+
+    def embed(self, context, estimates):
+        """Token embeddings ``[b, L + j, width]`` (read-in + position)."""
+        L, j = context.shape[1], estimates.shape[1]
+        h = jnp.concatenate([self.embed_context(context), self.embed_estimates(estimates)], axis=1)
+        return h + self.position(jnp.arange(L + j))
 
     def read(self, h):
         """Linear read-out of ``w`` from final hidden states ``[..., width]`` → ``[..., d]``."""
@@ -192,10 +244,10 @@ class GPT2(nnx.Module):
             caches.append(kv)
         return h, caches
 
-    def __call__(self, examples, estimates):
-        n = examples.shape[1]
-        h, _ = self.hidden(self.embed(examples, estimates))
-        return self.read(h[:, n:])
+    def __call__(self, context, estimates):
+        L = context.shape[1]
+        h, _ = self.hidden(self.embed(context, estimates))
+        return self.read(h[:, L:])
 
 
 def count_parameters(model_or_config) -> int:
@@ -215,8 +267,18 @@ def _initialiser(config: GPT2Config):
     return graphdef, jax.jit(lambda key: nnx.split(GPT2(config, rngs=nnx.Rngs(params=key)))[1])
 
 
-def init_gpt2(config: GPT2Config, key) -> GPT2:
+def _key_first(fn: str, key, config):
+    """Accept the deprecated ``fn(config, key)`` order (issue: the key comes first) with a DeprecationWarning."""
+    if isinstance(key, GPT2Config) or isinstance(key, GPT2TrainConfig):
+        warnings.warn(f"{fn}(config, ..., key) is deprecated: pass the key first, {fn}(key, config, ...)",
+                      DeprecationWarning, stacklevel=3)
+        return config, key
+    return key, config
+
+
+def init_gpt2(key, config: GPT2Config) -> GPT2:
     """A freshly initialised :class:`GPT2` (``key``: a ``jax.random`` key or an int seed)."""
+    key, config = _key_first("init_gpt2", key, config)
     if not isinstance(config, GPT2Config):
         raise TypeError(f"config must be a GPT2Config, got {type(config).__name__}")
     key = _as_key("key", key)
@@ -224,7 +286,7 @@ def init_gpt2(config: GPT2Config, key) -> GPT2:
     return nnx.merge(graphdef, init(key))
 
 
-# ============================================================================= input checks
+# ============================================================================= tokens and checks
 def _as_key(name: str, key):
     """A ``jax.random`` key from a key or an int seed in ``0 .. 2**32 - 1`` (JAX keys hold 32 bits)."""
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
@@ -237,8 +299,23 @@ def _as_key(name: str, key):
 
 
 def examples_from_prompts(prompts: Prompts) -> jax.Array:
-    """Example tokens ``[b, n, d+1]``: rows ``[x_i; y_i]`` from ``X [b, d, n]``, ``y [b, n]``."""
+    """``pair`` context tokens ``[b, m, d+1]``: rows ``[x_i; y_i]`` from ``X [b, d, m]``, ``y [b, m]``."""
     return jnp.concatenate([jnp.swapaxes(prompts.X, 1, 2), prompts.y[..., None]], axis=-1)
+
+
+def garg_tokens(prompts: Prompts) -> jax.Array:
+    """``garg`` context tokens ``[b, 2m, d]``: row ``2i`` is ``x_{i+1}``, row ``2i+1`` is ``[y_{i+1}, 0, …, 0]``."""
+    xs = jnp.swapaxes(prompts.X, 1, 2)  # [b, m, d]
+    ys = jnp.zeros_like(xs).at[..., 0].set(prompts.y)
+    b, m, d = xs.shape
+    return jnp.stack([xs, ys], axis=2).reshape(b, 2 * m, d)
+
+
+def context_tokens(prompts: Prompts, format: str = DEFAULT_FORMAT) -> jax.Array:
+    """The context tokens of ``prompts`` in ``format`` (:func:`garg_tokens` or :func:`examples_from_prompts`)."""
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    return garg_tokens(prompts) if format == "garg" else examples_from_prompts(prompts)
 
 
 def _check_model(model) -> GPT2Config:
@@ -251,20 +328,20 @@ def _check_prompts(config: GPT2Config, prompts, k_max: int) -> None:
     if not isinstance(prompts, Prompts):
         raise TypeError(f"prompts must be ttscale.Prompts, got {type(prompts).__name__}")
     if prompts.X.ndim != 3:
-        raise ValueError(f"prompts.X must be [batch, d, n], got shape {prompts.X.shape}")
+        raise ValueError(f"prompts.X must be [batch, d, m], got shape {prompts.X.shape}")
     if prompts.d != config.d:
         raise ValueError(f"prompts have d={prompts.d} but the model has d={config.d}")
-    need = prompts.length + max(k_max, 1)
+    need = context_length(config.format, prompts.length) + max(k_max, 1)
     if need > config.max_len:
         raise ValueError(
-            f"prompts of length {prompts.length} with k_max={k_max} need {need} positions but the "
-            f"model's position table has max_len={config.max_len}"
+            f"prompts of length {prompts.length} with k_max={k_max} need {need} positions ({config.format} format) "
+            f"but the model's position table has max_len={config.max_len}"
         )
 
 
 # ============================================================================= forward / CoT
-def _forward(graphdef, state, examples, estimates):
-    return nnx.merge(graphdef, state)(examples, estimates)
+def _forward(graphdef, state, context, estimates):
+    return nnx.merge(graphdef, state)(context, estimates)
 
 
 _forward_jit = jax.jit(_forward, static_argnums=0)
@@ -274,26 +351,27 @@ def forward(model: GPT2, prompts: Prompts, estimates) -> jax.Array:
     """Predictions ``[b, j, d]`` at the estimate tokens ``estimates [b, j, d]`` (teacher forcing)."""
     config = _check_model(model)
     estimates = _checks.float_array("estimates", estimates)
+    if not isinstance(prompts, Prompts):
+        raise TypeError(f"prompts must be ttscale.Prompts, got {type(prompts).__name__}")
     if estimates.ndim != 3 or estimates.shape[-1] != config.d or estimates.shape[0] != prompts.batch:
         raise ValueError(f"estimates must be [batch={prompts.batch}, j, d={config.d}], got {estimates.shape}")
     _check_prompts(config, prompts, estimates.shape[1])
     graphdef, state = nnx.split(model)
-    return _forward_jit(graphdef, state, examples_from_prompts(prompts), estimates.astype(prompts.X.dtype))
+    return _forward_jit(graphdef, state, context_tokens(prompts, config.format), estimates.astype(prompts.X.dtype))
 
 
-def _cot_cache(model: GPT2, examples, k_max: int):
-    """KV-cache rollout: prefill ``[examples, ŵ_0 = 0, 0…]`` (``n + k_max`` tokens), then one token per step."""
-    b, n, _ = examples.shape
+def _cot_cache(model: GPT2, context, k_max: int):
+    """KV-cache rollout: prefill ``[context, ŵ_0 = 0, 0…]`` (``L + k_max`` tokens), then one token per step."""
+    b, L, _ = context.shape
     d = model.config.d
-    buffer = jnp.zeros((b, k_max, d), examples.dtype)
-    h, caches = model.hidden(model.embed(examples, buffer))
-    w_first = model.read(h[:, n])
-    type_est = model.type_embed(jnp.ones((), jnp.int32))
+    buffer = jnp.zeros((b, k_max, d), context.dtype)
+    h, caches = model.hidden(model.embed(context, buffer))
+    w_first = model.read(h[:, L])
 
     def step(carry, t):
         caches, w_hat = carry
-        position = n + t
-        h_t = (model.read_estimate(w_hat) + type_est + model.position(position))[:, None, :]
+        position = L + t
+        h_t = (model.embed_estimates(w_hat) + model.position(position))[:, None, :]
         new = []
         for block, cache in zip(model.blocks(), caches):
             h_t, cache = block.decode(h_t, cache, position)
@@ -305,13 +383,13 @@ def _cot_cache(model: GPT2, examples, k_max: int):
     return jnp.concatenate([w_first[:, None], jnp.swapaxes(rest, 0, 1)], axis=1)
 
 
-def _cot_buffer(model: GPT2, examples, k_max: int):
-    """Fixed-buffer rollout: a full causal forward over ``n + k_max`` tokens per step."""
-    b, _, _ = examples.shape
-    buffer = jnp.zeros((b, k_max, model.config.d), examples.dtype)
+def _cot_buffer(model: GPT2, context, k_max: int):
+    """Fixed-buffer rollout: a full causal forward over ``L + k_max`` tokens per step."""
+    b = context.shape[0]
+    buffer = jnp.zeros((b, k_max, model.config.d), context.dtype)
 
     def step(buffer, t):
-        w_next = jax.lax.dynamic_index_in_dim(model(examples, buffer), t, axis=1, keepdims=False)
+        w_next = jax.lax.dynamic_index_in_dim(model(context, buffer), t, axis=1, keepdims=False)
         # ŵ_{t+1} becomes estimate token t + 1 (the last step's write is clipped and never read)
         buffer = jax.lax.dynamic_update_index_in_dim(buffer, w_next, jnp.minimum(t + 1, k_max - 1), axis=1)
         return buffer, w_next
@@ -320,11 +398,15 @@ def _cot_buffer(model: GPT2, examples, k_max: int):
     return jnp.swapaxes(est, 0, 1)
 
 
-def _cot_estimates(graphdef, state, examples, k_max: int, method: str):
-    model = nnx.merge(graphdef, state)
+def rollout(model: GPT2, context, k_max: int, method: str = "cache"):
+    """``ŵ_1..ŵ_{k_max}`` ``[b, k_max, d]`` of the test-time CoT on context tokens (traceable; no checks)."""
     if k_max == 0:
-        return jnp.zeros((examples.shape[0], 0, model.config.d), examples.dtype)
-    return (_cot_cache if method == "cache" else _cot_buffer)(model, examples, k_max)
+        return jnp.zeros((context.shape[0], 0, model.config.d), context.dtype)
+    return (_cot_cache if method == "cache" else _cot_buffer)(model, context, k_max)
+
+
+def _cot_estimates(graphdef, state, context, k_max: int, method: str):
+    return rollout(nnx.merge(graphdef, state), context, k_max, method)
 
 
 _cot_estimates_jit = jax.jit(_cot_estimates, static_argnums=(0, 3, 4))
@@ -338,7 +420,7 @@ def cot_estimates(model: GPT2, prompts: Prompts, k_max: int, method: str = "cach
         raise ValueError(f"method must be one of {COT_METHODS}, got {method!r}")
     _check_prompts(config, prompts, k_max)
     graphdef, state = nnx.split(model)
-    return _cot_estimates_jit(graphdef, state, examples_from_prompts(prompts), k_max, method)
+    return _cot_estimates_jit(graphdef, state, context_tokens(prompts, config.format), k_max, method)
 
 
 def cot_errors(model: GPT2, prompts: Prompts, k_max: int, method: str = "cache", chunk: int = 4096) -> jax.Array:
@@ -382,7 +464,7 @@ def save_model(path: str, model: GPT2) -> None:
 
 
 def _model_from_arrays(data) -> GPT2:
-    config = GPT2Config(**json.loads(str(data["config"])))
+    config = GPT2Config.from_dict(json.loads(str(data["config"])))
     model = nnx.eval_shape(lambda: GPT2(config, rngs=nnx.Rngs(0)))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     names = sorted(k for k in data.files if k.startswith("param_"))
@@ -398,26 +480,68 @@ def load_model(path: str) -> GPT2:
 
 # ============================================================================= training
 @dataclasses.dataclass(frozen=True)
+class Curriculum:
+    """Garg-style curriculum: active dims ``d_t`` and examples ``n_t`` grow linearly (in whole steps) from
+    ``(d_start, n_start)`` to the full ``(d, n)`` over the first ``steps`` training steps::
+
+        f = min(1, s / steps),   d_t = d_start + ⌊f (d − d_start)⌋,   n_t = n_start + ⌊f (n − n_start)⌋.
+    """
+
+    d_start: int
+    n_start: int
+    steps: int
+
+    def __post_init__(self):
+        for name in ("d_start", "n_start", "steps"):
+            _checks.static_int(name, getattr(self, name), minimum=1)
+
+    def active(self, step, d: int, n: int):
+        """``(d_t, n_t)`` at training step ``step`` (may be traced)."""
+        f = jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / self.steps)
+        d_t = self.d_start + jnp.floor(f * (d - self.d_start)).astype(jnp.int32)
+        n_t = self.n_start + jnp.floor(f * (n - self.n_start)).astype(jnp.int32)
+        return d_t, n_t
+
+
+def mask_prompts(prompts: Prompts, d_active, n_active) -> Prompts:
+    """Zero-mask dims ``≥ d_active`` (of every ``x_j`` and of ``w``) and examples ``≥ n_active``.
+
+    ``y_j = <w', x'_j> + (y_j − <w, x_j>)`` for active examples (the label noise kept), ``0`` for masked
+    ones: a masked example is ``(0, 0)``, consistent with every ``w``. Shapes are unchanged.
+    """
+    dim = (jnp.arange(prompts.d) < d_active).astype(prompts.X.dtype)
+    ex = (jnp.arange(prompts.length) < n_active).astype(prompts.X.dtype)
+    noise = prompts.y - jnp.einsum("bdm,bd->bm", prompts.X, prompts.w)
+    X = prompts.X * dim[None, :, None] * ex[None, None, :]
+    w = prompts.w * dim[None, :]
+    y = (jnp.einsum("bdm,bd->bm", X, w) + noise) * ex[None, :]
+    return Prompts(X, y, w)
+
+
+@dataclasses.dataclass(frozen=True)
 class GPT2TrainConfig:
     """Static training settings.
 
-    ``n`` training prompt length; ``protocol`` ``"self_rollout"`` | ``"single_step"``;
-    ``k_train`` estimate positions supervised by self-rollout (ignored by single-step, which
-    uses one); ``steps`` Adam steps of ``batch`` prompts at ``learning_rate``; ``chunk`` steps
-    per jitted ``lax.scan`` (a checkpoint after each); ``clip`` global-norm gradient clip
-    (``0`` disables); ``noise`` label noise σ.
+    ``n`` training prompt length; ``protocol`` ``"self_rollout"`` | ``"single_step"``; ``k_train``
+    supervised estimate positions of the self-rollout (``K``; single-step uses one); ``stop_gradient``
+    (self-rollout) — the fed-back estimates are constants (``True``) or carry the gradient
+    (``False``); ``steps`` Adam steps of ``batch`` prompts at ``learning_rate``; ``chunk`` steps per
+    jitted ``lax.scan`` (a checkpoint after each); ``clip`` global-norm gradient clip (``0``: none);
+    ``noise`` label noise σ; ``curriculum`` a :class:`Curriculum` or ``None``.
     """
 
     model: GPT2Config
     n: int
     protocol: str = DEFAULT_PROTOCOL
-    k_train: int = 10
+    k_train: int = 8
     steps: int = 10_000
     batch: int = 64
     learning_rate: float = 1e-4
     chunk: int = 100
     clip: float = 1.0
     noise: float = 0.0
+    stop_gradient: bool = True
+    curriculum: Optional[Curriculum] = None
 
     def __post_init__(self):
         if not isinstance(self.model, GPT2Config):
@@ -428,11 +552,21 @@ class GPT2TrainConfig:
             _checks.static_int(name, getattr(self, name), minimum=1)
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}")
-        if self.clip < 0 or self.noise < 0:
+        if not (self.clip >= 0 and self.noise >= 0):
             raise ValueError("clip and noise must be >= 0")
-        if self.n + self.estimate_tokens > self.model.max_len:
+        if not isinstance(self.stop_gradient, (bool, np.bool_)):
+            raise TypeError(f"stop_gradient must be a bool, got {type(self.stop_gradient).__name__}")
+        if self.curriculum is not None:
+            if not isinstance(self.curriculum, Curriculum):
+                raise TypeError(f"curriculum must be a Curriculum or None, got {type(self.curriculum).__name__}")
+            if self.curriculum.d_start > self.model.d or self.curriculum.n_start > self.n:
+                raise ValueError(f"curriculum starts at d={self.curriculum.d_start}, n={self.curriculum.n_start}: "
+                                 f"must be <= d={self.model.d}, n={self.n}")
+        need = context_length(self.model.format, self.n) + self.estimate_tokens
+        if need > self.model.max_len:
             raise ValueError(
-                f"n={self.n} plus {self.estimate_tokens} estimate tokens exceeds the model's max_len={self.model.max_len}"
+                f"n={self.n} ({self.model.format} format) plus {self.estimate_tokens} estimate tokens needs {need} "
+                f"positions but the model's max_len={self.model.max_len}"
             )
 
     @property
@@ -447,11 +581,13 @@ class GPT2TrainConfig:
 
 
 class GPT2TrainResult(NamedTuple):
-    """A trained model, its per-step losses ``[steps]`` and the wall time of this call (s)."""
+    """A trained model, its per-step losses ``[steps]``, the wall time of this call (s) and the training wall
+    time summed over every call that trained it (``total_seconds``: a resumed run counts its earlier calls)."""
 
     model: GPT2
     losses: np.ndarray
     seconds: float
+    total_seconds: float = math.nan
 
 
 def make_optimizer(config: GPT2TrainConfig) -> optax.GradientTransformation:
@@ -460,29 +596,36 @@ def make_optimizer(config: GPT2TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.clip), adam) if config.clip > 0 else adam
 
 
-def _training_inputs(model: GPT2, examples, config: GPT2TrainConfig):
-    """Estimate tokens ``[b, K, d]`` of one training prompt batch: ``ŵ_0 = 0`` then the model's stop-gradient rollout."""
-    b = examples.shape[0]
-    zero = jnp.zeros((b, 1, config.model.d), examples.dtype)
-    if config.protocol == "single_step" or config.k_train == 1:
-        return zero
-    rollout = jax.lax.stop_gradient(_cot_cache(model, examples, config.k_train - 1))
-    return jnp.concatenate([zero, rollout], axis=1)
+def training_predictions(model: GPT2, context, config: GPT2TrainConfig) -> jax.Array:
+    """The supervised predictions ``ŵ_1..ŵ_K`` ``[b, K, d]`` of one batch (``K = estimate_tokens``).
+
+    Single-step: one pass at ``ŵ_0 = 0``. Self-rollout with ``stop_gradient``: a stop-gradient
+    rollout of ``K − 1`` steps, then one teacher-forced pass over ``[0, sg(ŵ_1), …, sg(ŵ_{K−1})]``
+    (the same values as the rollout, the gradient only through each position's own pass); without:
+    the KV-cache rollout itself, differentiated end to end.
+    """
+    b = context.shape[0]
+    zero = jnp.zeros((b, 1, config.model.d), context.dtype)
+    K = config.estimate_tokens
+    if K == 1:
+        return model(context, zero)
+    if not config.stop_gradient:
+        return _cot_cache(model, context, K)
+    fed = jax.lax.stop_gradient(_cot_cache(model, context, K - 1))
+    return model(context, jnp.concatenate([zero, fed], axis=1))
 
 
 def training_loss(model: GPT2, prompts: Prompts, config: GPT2TrainConfig) -> jax.Array:
-    """``mean_{b,t} ||ŵ_{t+1} − w||²`` over the supervised estimate positions (the trivial ``ŵ = 0`` scores ``≈ d``)."""
-    examples = examples_from_prompts(prompts)
-    estimates = _training_inputs(model, examples, config)
-    preds = model(examples, estimates)
+    """``mean_{b, t=1..K} ||ŵ_t − w||²`` over the supervised estimate positions (the trivial ``ŵ = 0`` scores ``≈ d``)."""
+    preds = training_predictions(model, context_tokens(prompts, config.model.format), config)
     return jnp.mean(jnp.sum((preds - prompts.w[:, None, :]) ** 2, axis=-1))
 
 
 def make_train_chunk(config: GPT2TrainConfig, graphdef):
-    """``chunk(params, opt_state, key, step0, cov) → (params, opt_state, losses [chunk])``, jitted.
+    """``chunk(params, rest, opt_state, key, step0, cov) → (params, opt_state, losses [chunk])``, jitted.
 
-    Step ``s`` draws its prompts with ``fold_in(key, s)``; the ``chunk`` steps run in one
-    ``lax.scan``. ``cov`` (the training :class:`~ttscale.spectra.Covariance`) is traced.
+    Step ``s`` draws its prompts with ``fold_in(key, s)`` (then the curriculum mask of step ``s``);
+    the ``chunk`` steps run in one ``lax.scan``. ``cov`` (the training covariance) is traced.
     """
     tx = make_optimizer(config)
 
@@ -492,6 +635,8 @@ def make_train_chunk(config: GPT2TrainConfig, graphdef):
     def one_step(carry, step):
         params, rest, opt_state, key, cov = carry
         prompts = sample_prompts(jax.random.fold_in(key, step), cov, config.n, config.batch, config.noise)
+        if config.curriculum is not None:
+            prompts = mask_prompts(prompts, *config.curriculum.active(step, config.model.d, config.n))
         loss, grads = jax.value_and_grad(loss_fn)(params, rest, prompts)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
@@ -510,14 +655,20 @@ def _checkpoint_path(out: str) -> str:
     return os.path.join(out, "checkpoint.npz")
 
 
-def train_gpt2(config: GPT2TrainConfig, cov: Covariance, key, out: str | None = None, progress: bool = True) -> GPT2TrainResult:
+def train_gpt2(key, config: GPT2TrainConfig, cov: Covariance, out: str | None = None, progress: bool = True) -> GPT2TrainResult:
     """Train a :class:`GPT2` on prompts of length ``config.n`` from ``cov`` (module docstring).
 
     ``key``: ``jax.random`` key or int seed (``fold_in(key, 0)`` initialises, ``fold_in(key, 1)``
     seeds the data). With ``out`` a checkpoint ``out/checkpoint.npz`` (parameters, Adam state,
-    losses so far, config) is written after every chunk and a run with the same config resumes
-    from it; a finished run returns at once. ``steps`` is rounded up to whole chunks.
+    losses so far, config and key) is written after every chunk and a run with the same config and
+    key resumes from it (a different one is refused); a finished run returns at once. ``steps`` is
+    rounded up to whole chunks. The old order ``train_gpt2(config, cov, key)`` still works, with a
+    ``DeprecationWarning``.
     """
+    if isinstance(key, GPT2TrainConfig):
+        warnings.warn("train_gpt2(config, cov, key) is deprecated: pass the key first, train_gpt2(key, config, cov)",
+                      DeprecationWarning, stacklevel=2)
+        key, config, cov = cov, key, config
     if not isinstance(config, GPT2TrainConfig):
         raise TypeError(f"config must be a GPT2TrainConfig, got {type(config).__name__}")
     check_covariance("cov", cov)  # a Covariance(...) built directly skips the constructors' checks
@@ -527,23 +678,27 @@ def train_gpt2(config: GPT2TrainConfig, cov: Covariance, key, out: str | None = 
         raise ValueError(f"cov has d={cov.d} but the model has d={config.model.d}")
     key = _as_key("key", key)
     start = time.perf_counter()
-    model = init_gpt2(config.model, jax.random.fold_in(key, 0))
+    model = init_gpt2(jax.random.fold_in(key, 0), config.model)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     chunk_fn, tx = make_train_chunk(config, graphdef)
     opt_state = tx.init(params)
     n_chunks = -(-config.steps // config.chunk)
     losses = np.zeros((0,), np.float32)
-    meta = json.dumps(config.to_dict(), sort_keys=True)
+    earlier = 0.0
+    meta = json.dumps({**config.to_dict(), "key": np.asarray(jax.random.key_data(key)).tolist(),
+                       "cov": np.asarray(cov.eigenvalues, np.float64).tolist()}, sort_keys=True)
     if out is not None:
         os.makedirs(out, exist_ok=True)
         path = _checkpoint_path(out)
         if os.path.exists(path):
             with np.load(path) as data:
                 if str(data["train_config"]) != meta:
-                    raise ValueError(f"{path} was written by a different training config; use another out dir")
+                    raise ValueError(f"{path} was written by a different training config (or key or covariance); "
+                                     "use another out dir")
                 params = _restore_leaves(params, [data[k] for k in sorted(f for f in data.files if f.startswith("param_"))], "parameters")
                 opt_state = _restore_leaves(opt_state, [data[k] for k in sorted(f for f in data.files if f.startswith("opt_"))], "optimizer state")
                 losses = np.asarray(data["losses"])
+                earlier = float(data["train_seconds"]) if "train_seconds" in data.files else math.nan
     data_key = jax.random.fold_in(key, 1)
     done = len(losses) // config.chunk
     bar = None
@@ -557,20 +712,65 @@ def train_gpt2(config: GPT2TrainConfig, cov: Covariance, key, out: str | None = 
         if out is not None:
             arrays = {f"param_{i:04d}": a for i, a in enumerate(_leaves(params))}
             arrays.update({f"opt_{i:04d}": a for i, a in enumerate(_leaves(opt_state))})
-            arrays.update(config=np.asarray(json.dumps(config.model.to_dict())), train_config=np.asarray(meta), losses=losses)
+            arrays.update(config=np.asarray(json.dumps(config.model.to_dict())), train_config=np.asarray(meta), losses=losses,
+                          train_seconds=np.asarray(earlier + time.perf_counter() - start))
             _atomic_savez(_checkpoint_path(out), arrays)
         if bar is not None:
             bar.update(config.chunk)
             bar.set_postfix(loss=f"{float(np.mean(chunk_losses)):.3g}")
     if bar is not None:
         bar.close()
-    return GPT2TrainResult(nnx.merge(graphdef, params, rest), losses, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return GPT2TrainResult(nnx.merge(graphdef, params, rest), losses, seconds, earlier + seconds if done < n_chunks else earlier)
+
+
+# ============================================================================= sweeps
+def _stat_names():
+    return ("mean", "stderr", "median")
+
+
+def sweep_with_reference(spec, reference="pseudo_newton", progress: bool = False):
+    """Run ``spec`` (e.g. ``model="gpt2:params=DIR"``) and ``spec.replace(model=reference)`` — the *same*
+    prompts (the sweep's prompts depend only on the seed and the grid indices; the reference runs with
+    ``sampler="prompts"``, so it reads the statistics of those very prompts) — and combine them.
+
+    Returns an ``xarray.Dataset``: ``mean``, ``stderr``, ``median [model, spectrum, n, m, k]`` with
+    ``model = [<spec's model>, <reference>]`` (the registered names without options, e.g.
+    ``["gpt2", "pseudo_newton"]``) and the reference's closed forms (``limit_error``, …) without the
+    ``model`` dim; attrs ``spec`` / ``reference_spec`` (JSON) and ``model_names``.
+    """
+    import xarray as xr
+
+    from ttscale.sweep import SweepSpec, run_sweep
+
+    if not isinstance(spec, SweepSpec):
+        raise TypeError(f"spec must be a SweepSpec, got {type(spec).__name__}")
+    ref_spec = spec.replace(model=reference)
+    if any(ref_spec.draws_statistics(m) for m in ref_spec.ms):
+        # a statistics-reading reference would draw S_Z directly (same law, other numbers): draw the prompts
+        ref_spec = ref_spec.replace(sampler="prompts")
+    runs = [run_sweep(spec, progress=progress), run_sweep(ref_spec, progress=progress)]
+    names = [s.model_object.name for s in (spec, ref_spec)]
+    labels = [name.partition(":")[0] for name in names]
+    if labels[0] == labels[1]:
+        labels = ["model", "reference"]
+    stats = list(_stat_names())
+    combined = xr.concat([r[stats] for r in runs], dim="model", coords="minimal", compat="override")
+    combined = combined.assign_coords(model=labels)
+    extra = runs[1].drop_vars(stats)
+    out = xr.merge([combined, extra], compat="override")
+    out.attrs = dict(runs[0].attrs)
+    out.attrs.update(spec=spec.to_json(), reference_spec=ref_spec.to_json(), model_names=json.dumps(names))
+    return out
 
 
 # ============================================================================= experiment
 @dataclasses.dataclass(frozen=True)
 class GPT2Experiment:
-    """One experiment size: model preset, ``d``, training lengths ``ns``, CoT steps ``k_max``, training and evaluation sizes."""
+    """One experiment: model ``preset`` and ``format``, ``d``, training lengths ``ns``, CoT steps ``k_max`` evaluated,
+    training (``steps`` × ``batch`` at ``learning_rate``, ``chunk`` steps per compiled call, horizon ``k_train``,
+    ``stop_gradient``, label ``noise``, ``curriculum``) and evaluation (``eval_prompts`` per cell, test length
+    ``m`` — ``None``: ``m = n``). ``alpha``: the tilted training spectrum ``λ_i ∝ i^-alpha``, ``tr Λ = d``."""
 
     preset: str
     d: int
@@ -581,47 +781,112 @@ class GPT2Experiment:
     learning_rate: float
     chunk: int
     eval_prompts: int
-    alpha: float = 1.0  # tilted training spectrum λ_i ∝ i^-alpha, tr Λ = d
+    alpha: float = 1.0
+    spectrum: Optional[str] = None  # the tilted scenario's training spectrum in the one syntax (docs/spectra.md); default power_law:alpha=<alpha>
+    format: str = DEFAULT_FORMAT
+    k_train: int = 8
+    stop_gradient: bool = True
+    noise: float = 0.0
+    m: Optional[int] = None
+    curriculum: Optional[Curriculum] = None
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
+        if self.m is not None:
+            _checks.static_int("m", self.m, minimum=1)
+
+    def test_length(self, n: int) -> int:
+        return int(n) if self.m is None else int(self.m)
 
 
+#: Named experiment sizes; one word, one size (``ttscale gpt2 --size``). Rough wall times: :data:`SIZE_TIMES`.
 EXPERIMENT_SIZES = {
-    "tiny": GPT2Experiment("tiny", d=3, ns=(6, 8), k_max=3, steps=20, batch=16, learning_rate=1e-3, chunk=10, eval_prompts=64),
-    "quick": GPT2Experiment("small", d=5, ns=(20, 30, 40), k_max=10, steps=1250, batch=32, learning_rate=1e-3, chunk=250, eval_prompts=2000),
-    "full": GPT2Experiment("paper", d=10, ns=(20, 30, 40), k_max=20, steps=20_000, batch=64, learning_rate=1e-4, chunk=1000, eval_prompts=10_000),
+    "tiny": GPT2Experiment("tiny", d=3, ns=(6, 8), k_max=3, steps=20, batch=16, learning_rate=1e-3, chunk=10,
+                           eval_prompts=64, k_train=2),
+    "cpu": GPT2Experiment("small", d=5, ns=(20, 30, 40), k_max=12, steps=1250, batch=32, learning_rate=1e-3,
+                          chunk=250, eval_prompts=2000),
+    "paper": GPT2Experiment("paper", d=10, ns=(20, 30, 40), k_max=20, steps=20_000, batch=64, learning_rate=1e-4,
+                            chunk=1000, eval_prompts=10_000),
 }
+
+#: Rough wall time of one protocol at each size (both scenarios), for ``--help``.
+SIZE_TIMES = {"tiny": "~1 min on a CPU (smoke test)", "cpu": "~30 min on 2 CPU cores",
+              "paper": "GPU hours (the ≈9.5M-parameter paper model)"}
+
+_RENAMED = {"quick": "cpu", "full": "paper"}
 
 SCENARIOS = ("aligned", "tilted")
 
 
-def scenario_covariances(scenario: str, d: int, alpha: float = 1.0):
-    """``(train, test)`` covariances: ``aligned`` Λ = Σ = I; ``tilted`` Λ = power_law(α, tr = d), Σ = I."""
+def scenario_covariances(scenario: str, d: int, alpha: float = 1.0, spectrum: Optional[str] = None):
+    """``(train, test)`` covariances: ``aligned`` Λ = Σ = I; ``tilted`` Λ = power_law(α, tr = d) — or
+    ``spectrum`` in the one spectrum syntax (:func:`ttscale.families.one_spectrum`, e.g. ``hard:H=40``) — and Σ = I."""
     if scenario == "aligned":
         return identity(d), identity(d)
     if scenario == "tilted":
-        return power_law(d, alpha), identity(d)
+        if spectrum is None:
+            return power_law(d, alpha), identity(d)
+        from ttscale import families
+
+        cov = families.one_spectrum(spectrum, d, name="spectrum")
+        return cov.astype(jnp.float32), identity(d)
     raise ValueError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
 
 
-def gpt2_experiment(size="quick", out: str | None = None, protocol: str = DEFAULT_PROTOCOL, seed: int = 0, progress: bool = True, scenarios=SCENARIOS):
-    """GPT-2 test-time CoT error vs ``k`` beside the optimal LSA (``P = Γ(Λ, n)⁻¹`` pseudo-Newton).
+def _scenario_grid(scenario: str, alpha: float, spectrum: Optional[str] = None) -> dict:
+    """The sweep grid of a scenario (the same covariances as :func:`scenario_covariances`)."""
+    if scenario == "aligned":
+        return dict(alphas=(0.0,), test="aligned")
+    return dict(spectra=spectrum, test="identity") if spectrum is not None else dict(alphas=(float(alpha),), test="identity")
 
-    For each scenario (``aligned``: train Λ = test Σ = I; ``tilted``: Λ ∝ i^-α, tr Λ = d,
-    Σ = I) and each training length ``n`` a GPT-2 is trained (``protocol``, ``k_train = k_max``)
-    and evaluated on ``eval_prompts`` test prompts of length ``m = n`` from Σ; the LSA reference
-    uses the same prompts. ``size``: ``"tiny" | "quick" | "full"`` or a :class:`GPT2Experiment`.
 
-    Returns an ``xarray.Dataset`` with dims ``(scenario, n, k)`` (``k = 0..k_max``) and data
-    variables ``gpt2_mean, gpt2_stderr, gpt2_median, lsa_mean, lsa_stderr, lsa_median``;
-    ``k1_ratio [scenario, n]`` = GPT-2 / LSA mean error at ``k = 1`` on prompts from the
-    *training* covariance (the in-distribution sanity anchor; ≤ 1 means at least as accurate);
-    ``train_loss [scenario, n, step]``; ``train_seconds [scenario, n]``. With ``out`` each model
-    checkpoints under ``out/<protocol>/<scenario>_n<n>/`` (re-running resumes / skips).
+def experiment_label(exp: GPT2Experiment, protocol: str) -> str:
+    """``<format>_<protocol>`` (``_through``: gradients through the fed-back estimates) — file and folder names."""
+    label = f"{exp.format}_{protocol}"
+    if protocol == "self_rollout" and not exp.stop_gradient:
+        label += "_through"
+    return label
+
+
+def resolve_size(size) -> GPT2Experiment:
+    """A :class:`GPT2Experiment` from a name in :data:`EXPERIMENT_SIZES` or itself."""
+    if isinstance(size, GPT2Experiment):
+        return size
+    if isinstance(size, str) and size in _RENAMED:
+        raise ValueError(f"size {size!r} was renamed {_RENAMED[size]!r} (one word, one size: "
+                         f"choose from {tuple(EXPERIMENT_SIZES)})")
+    if isinstance(size, str) and size in EXPERIMENT_SIZES:
+        return EXPERIMENT_SIZES[size]
+    raise ValueError(f"size must be one of {tuple(EXPERIMENT_SIZES)} or a GPT2Experiment, got {size!r}")
+
+
+def gpt2_experiment(size="cpu", out: str | None = None, protocol: str = DEFAULT_PROTOCOL, seed: int = 0,
+                    progress: bool = True, scenarios=SCENARIOS):
+    """GPT-2 test-time CoT error vs ``k`` beside the optimal LSA, through the sweep engine.
+
+    For each scenario (``aligned``: train Λ = test Σ = I; ``tilted``: Λ ∝ i^-α, tr Λ = d, Σ = I) and
+    each training length ``n`` a GPT-2 is trained (``protocol``, horizon ``k_train``) and swept as the
+    model ``gpt2`` (:mod:`ttscale.models.gpt2`) on ``eval_prompts`` test prompts of length ``m``
+    (``m = n`` unless ``exp.m``), beside the pseudo-Newton ``P = Γ(Λ, n)⁻¹`` (the optimal LSA's CoT) on
+    the *same* prompts (:func:`sweep_with_reference`; sweep seed ``seed + 1``). ``size``: a name in
+    :data:`EXPERIMENT_SIZES` (``tiny`` | ``cpu`` | ``paper``) or a :class:`GPT2Experiment`.
+
+    Returns an ``xarray.Dataset`` with dims ``(scenario, n, k)``: ``gpt2_mean, gpt2_stderr,
+    gpt2_median, lsa_mean, lsa_stderr, lsa_median``; ``lsa_limit_error`` (the m → ∞ closed form
+    ``||(I − PΣ)^k||_F²``); ``k1_gpt2, k1_lsa, k1_ratio [scenario, n]`` (mean error at ``k = 1`` on
+    prompts from the *training* covariance, GPT-2 / LSA: the in-distribution anchor); ``train_loss
+    [scenario, n, step]``; ``train_seconds [scenario, n]`` (training wall time, summed over resumed calls). With ``out`` each model checkpoints under
+    ``out/<label>/<scenario>/n<n>/`` (:func:`experiment_label`; re-running resumes / skips; the
+    folder ``out/<label>/<scenario>`` is a ``gpt2:params=`` model) and the Dataset is written to
+    ``out/gpt2_<label>.nc``.
     """
     import xarray as xr
 
-    exp = EXPERIMENT_SIZES[size] if isinstance(size, str) and size in EXPERIMENT_SIZES else size
-    if not isinstance(exp, GPT2Experiment):
-        raise ValueError(f"size must be one of {tuple(EXPERIMENT_SIZES)} or a GPT2Experiment, got {size!r}")
+    from ttscale.models import gpt2 as gpt2_model
+    from ttscale.sweep import SweepSpec
+
+    exp = resolve_size(size)
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if isinstance(scenarios, str) or not isinstance(scenarios, (list, tuple)):
@@ -636,37 +901,47 @@ def gpt2_experiment(size="quick", out: str | None = None, protocol: str = DEFAUL
     seed = _checks.static_int("seed", seed, minimum=0)
     if seed >= 2**32 - 1:  # seed + 1 keys the evaluation prompts
         raise ValueError(f"seed must be < 2**32 - 1, got {seed}")
-    model_config = gpt2_config(exp.preset, d=exp.d, max_len=max(exp.ns) + exp.k_max)
+    k_train = exp.k_train if protocol == "self_rollout" else 1
+    max_m = max(exp.test_length(n) for n in exp.ns)
+    max_len = max(max(context_length(exp.format, n) + k_train for n in exp.ns),
+                  context_length(exp.format, max_m) + max(exp.k_max, 1))
+    model_config = gpt2_config(exp.preset, d=exp.d, max_len=max_len, format=exp.format)
+    label = experiment_label(exp, protocol)
     ks = np.arange(exp.k_max + 1)
     shape = (len(scenarios), len(exp.ns))
-    vars_ = {name: np.full(shape + (len(ks),), np.nan) for name in ("gpt2_mean", "gpt2_stderr", "gpt2_median", "lsa_mean", "lsa_stderr", "lsa_median")}
+    vars_ = {name: np.full(shape + (len(ks),), np.nan) for name in
+             ("gpt2_mean", "gpt2_stderr", "gpt2_median", "lsa_mean", "lsa_stderr", "lsa_median", "lsa_limit_error")}
     k1 = {name: np.full(shape, np.nan) for name in ("k1_gpt2", "k1_lsa")}
     seconds = np.full(shape, np.nan)
     losses = np.full(shape + (-(-exp.steps // exp.chunk) * exp.chunk,), np.nan)
     root = jax.random.key(seed)
     for i, scenario in enumerate(scenarios):
-        train_cov, test_cov = scenario_covariances(scenario, exp.d, exp.alpha)
+        train_cov, _ = scenario_covariances(scenario, exp.d, exp.alpha, exp.spectrum)
+        grid = _scenario_grid(scenario, exp.alpha, exp.spectrum)
         for j, n in enumerate(exp.ns):
             train_config = GPT2TrainConfig(
-                model=model_config, n=n, protocol=protocol, k_train=exp.k_max, steps=exp.steps,
-                batch=exp.batch, learning_rate=exp.learning_rate, chunk=exp.chunk,
+                model=model_config, n=n, protocol=protocol, k_train=exp.k_train, steps=exp.steps,
+                batch=exp.batch, learning_rate=exp.learning_rate, chunk=exp.chunk, noise=exp.noise,
+                stop_gradient=exp.stop_gradient, curriculum=exp.curriculum,
             )
-            cell_out = None if out is None else os.path.join(out, protocol, f"{scenario}_n{n}")
-            result = train_gpt2(train_config, train_cov, jax.random.fold_in(root, 1000 * i + j), cell_out, progress)
-            seconds[i, j] = result.seconds
+            cell_out = None if out is None else os.path.join(out, label, scenario, f"n{n}")
+            result = train_gpt2(jax.random.fold_in(root, 1000 * i + j), train_config, train_cov, cell_out, progress)
+            seconds[i, j] = result.total_seconds
             losses[i, j, : len(result.losses)] = result.losses
-            eval_key = jax.random.fold_in(jax.random.key(seed + 1), n)
-            prompts = sample_prompts(eval_key, test_cov, n, exp.eval_prompts)
-            P = gamma_inverse(train_cov, n)
-            g = error_curve(cot_errors(result.model, prompts, exp.k_max))
-            l = error_curve(pseudo_newton_errors(P, prompts, exp.k_max))
-            for stat in ("mean", "stderr", "median"):
-                vars_[f"gpt2_{stat}"][i, j] = np.asarray(getattr(g, stat))
-                vars_[f"lsa_{stat}"][i, j] = np.asarray(getattr(l, stat))
-            indist = sample_prompts(jax.random.fold_in(eval_key, 1), train_cov, n, exp.eval_prompts)
-            # same shapes as the test rollout: no new compile for the k = 1 anchor
-            k1["k1_gpt2"][i, j] = float(error_curve(cot_errors(result.model, indist, exp.k_max)).mean[1])
-            k1["k1_lsa"][i, j] = float(error_curve(pseudo_newton_errors(P, indist, exp.k_max)).mean[1])
+            spec = SweepSpec(d=exp.d, ns=(float(n),), ms=(float(exp.test_length(n)),), k_max=exp.k_max,
+                             prompts=exp.eval_prompts, noise=exp.noise, model=gpt2_model.make(params=result.model),
+                             seed=seed + 1, **grid)
+            both = sweep_with_reference(spec)
+            cell = both.isel(spectrum=0, n=0, m=0)
+            for stat in _stat_names():
+                vars_[f"gpt2_{stat}"][i, j] = cell[stat].sel(model="gpt2").values
+                vars_[f"lsa_{stat}"][i, j] = cell[stat].sel(model="pseudo_newton").values
+            vars_["lsa_limit_error"][i, j] = cell["limit_error"].values
+            # in-distribution anchor: the same sweep on test prompts from the training covariance
+            indist = cell if grid["test"] == "aligned" else sweep_with_reference(spec.replace(test="aligned")).isel(
+                spectrum=0, n=0, m=0)
+            k1["k1_gpt2"][i, j] = float(indist["mean"].sel(model="gpt2", k=1))
+            k1["k1_lsa"][i, j] = float(indist["mean"].sel(model="pseudo_newton", k=1))
     dims = ("scenario", "n", "k")
     data = {name: (dims, v) for name, v in vars_.items()}
     data.update({name: (dims[:2], v) for name, v in k1.items()})
@@ -681,14 +956,18 @@ def gpt2_experiment(size="quick", out: str | None = None, protocol: str = DEFAUL
             "model": json.dumps(model_config.to_dict()),
             "parameters": count_parameters(model_config),
             "protocol": protocol,
-            "test_length": "m = n",
+            "format": exp.format,
+            "k_train": k_train,
+            "stop_gradient": int(bool(exp.stop_gradient)),
+            "label": label,
+            "test_length": "m = n" if exp.m is None else f"m = {exp.m}",
             "jax_version": jax.__version__,
             "devices": str(jax.devices()),
         },
     )
     if out is not None:
         os.makedirs(out, exist_ok=True)
-        store.write_dataset(ds, os.path.join(out, f"gpt2_{protocol}.nc"))
+        store.write_dataset(ds, os.path.join(out, f"gpt2_{label}.nc"))
     return ds
 
 
@@ -700,7 +979,7 @@ def plot_gpt2(ds):
     fig, axes = plt.subplots(len(scenarios), 2, figsize=(10, 3.6 * len(scenarios)), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     k = ds.k.values
-    titles = {"aligned": "aligned: train Λ = I, test Σ = I", "tilted": "tilted train λ_i ∝ 1/i, test Σ = I"}
+    titles = {"aligned": "aligned: train Λ = I, test Σ = I", "tilted": "tilted train λ_i ∝ i^-α, test Σ = I"}
     for r, scenario in enumerate(scenarios):
         cell = ds.sel(scenario=scenario)
         for c, stat in enumerate(("mean", "median")):
@@ -715,7 +994,7 @@ def plot_gpt2(ds):
                     ax.fill_between(k, np.maximum(g - s, 1e-12), g + s, color=color, alpha=0.2)
                 ax.plot(k, l, "--", color=color, label=f"LSA Γ⁻¹ n={int(n)}")
             ax.set_yscale("log")
-            ax.set_xlabel("CoT steps k")
+            ax.set_xlabel("steps k (k = 1: one forward pass; k ≥ 2: CoT)")
             ax.set_ylabel(f"{stat} ||ŵ_k − w||²")
             ax.set_title(f"{titles.get(scenario, scenario)} ({stat})", fontsize=9)
             finite = np.concatenate([cell[f"gpt2_{stat}"].values.ravel(), cell[f"lsa_{stat}"].values.ravel()])
@@ -724,6 +1003,7 @@ def plot_gpt2(ds):
                 ax.set_ylim(max(finite.min() * 0.5, 1e-6), min(finite.max() * 2, 1e4))
             ax.grid(alpha=0.3)
         axes[r, 0].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"GPT-2 test-time CoT ({ds.attrs.get('protocol', '?')} training) vs optimal LSA, m = n")
+    what = ds.attrs.get("label", ds.attrs.get("protocol", "?"))
+    fig.suptitle(f"GPT-2 test-time CoT ({what} training) vs optimal LSA, {ds.attrs.get('test_length', 'm = n')}")
     fig.tight_layout()
     return fig

@@ -11,7 +11,14 @@ streams of :mod:`ttscale.rng` — ``Z [d, m]`` (stream 0, row-major), ``ε [m]``
 ``w [d]`` (stream 2) — so its draws depend only on ``(key, p)``: not on how many prompts are
 drawn together, on the device count, or on the order of calls; ``noise = 0`` skips ``ε`` and
 leaves ``Z`` and ``w`` unchanged. :func:`sample_prompts` (raw prompts), :func:`sample_statistics`
-(their sufficient statistics) and the sweep engine all draw through :func:`draw_normals`.
+(``method="prompts"``: their sufficient statistics) and the sweep engine's prompt route all draw
+through :func:`draw_normals`.
+
+**The statistics sampler.** For ``d ≤ m < ∞`` :func:`draw_statistics` draws the whitened statistics
+below directly with their exact law (Bartlett: ``Z Zᵀ = L Lᵀ``, ``L_ii² ~ χ²_{m−i+1}``,
+``L_ij ~ N(0, 1)``; ``Z ε = L h``, ``εᵀε = ||h||² + χ²_{m−d}``), from the same kind of counter-based
+streams (``w`` is the very same draw), at a cost that does not grow with ``m``. It is the default of
+:func:`sample_statistics` and of sweeps whose model reads statistics (``docs/science.md`` §9).
 
 **Sufficient statistics.** Every model of the paper reads a prompt only through
 ``S = X Xᵀ/m``, ``b = X y/m`` and ``yᵀy/m``. :class:`Statistics` holds them in *whitened*
@@ -35,6 +42,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import random as jex_random
 
 from ttscale import _checks
 from ttscale import rng as rng_mod
@@ -87,6 +95,181 @@ def draw_normals(key, start, count: int, d: int, m: Optional[int], dtype=jnp.flo
     Z = rng_mod.prompt_normals(key, start, count, d * m, dtype, stream=0).reshape(count, d, m)
     eps = rng_mod.prompt_normals(key, start, count, m, dtype, stream=1) if noisy else None
     return Z, w, eps
+
+
+# ============================================================================ the statistics sampler
+_STREAM_LOWER, _STREAM_H = 3, 4  # L_ij (i > j), row-major [d (d − 1)/2]; h [d] (noise only)
+_STREAM_DIAG_ROUND, _STREAM_NOISE_ROUND = 1 << 20, 2 << 20  # χ² draws: attempt 0 (and + 1: the retries)
+
+
+def _prompt_words(key, start, count: int, n_words: int, stream):
+    """Raw uint32 words ``[count, n_words]`` of prompts ``start ..`` of stream ``(key, stream)`` (``stream`` may be traced).
+
+    The layout of :func:`ttscale.rng.prompt_normals` (``n_words`` even: prompt ``p`` owns words
+    ``[p·n_words, (p+1)·n_words)``), so a prompt's words depend only on ``(key, stream, p)``.
+    """
+    lo, hi = rng_mod._mul_wide(start, n_words // 2)
+    return rng_mod.stream_words(rng_mod.stream_state(key, stream, lo, hi), count * n_words).reshape(count, n_words)
+
+
+def _words_to_uniform(words, dtype):
+    """Uniforms in ``(0, 1)`` from words ``[..., w]``: ``(2b + 1)·2^{-24}`` (float32, ``b`` the top 23 bits of a
+    word) or ``(2b + 1)·2^{-53}`` (float64, ``b`` the top 26 bits of two words: ``[..., w/2]``), formed exactly."""
+    if jnp.dtype(dtype) == jnp.float32:
+        odd = jax.lax.bitcast_convert_type(((words >> 9) << 1) | jnp.uint32(1), jnp.int32)
+        return odd.astype(jnp.float32) * np.float32(2.0**-24)
+    pairs = words.reshape(words.shape[:-1] + (words.shape[-1] // 2, 2))
+    b = (pairs[..., 0] >> 6).astype(jnp.float64) * 2.0**26 + (pairs[..., 1] >> 6).astype(jnp.float64)
+    return (2.0 * b + 1.0) * 2.0**-53
+
+
+def chi_squares(key, start, count: int, dofs, dtype=jnp.float32, stream: int = _STREAM_DIAG_ROUND):
+    """Independent ``χ²_k`` draws ``[count, len(dofs)]`` (column ``j`` has ``k = dofs[j]``) of prompts ``start ..``.
+
+    Exact in law: ``χ²_0 = 0``, ``χ²_1 = z²`` and, for ``k ≥ 2``, ``χ²_k = 2 Γ(k/2)`` by Marsaglia–Tsang
+    rejection (``a = k/2``, ``δ = a − 1/3``, ``c = 1/√(9δ)``; a candidate ``(z, u)``, ``x = c z``,
+    ``v = (1 + x)³``, is accepted iff ``x > −1`` and ``log u < z²/2 + δ − δ v + δ log v``; the draw is
+    ``2 δ v``). The test is evaluated without cancellation as ``log u < 3δ h(x)``,
+    ``h(x) = log(1 + x) − x + x²/2 − x³/3`` (by its series for ``|x| < 1/2``), so it stays exact in
+    float32 for any ``k`` (the literal form loses all precision once ``δ`` is large).
+
+    Counter-based: attempt 0 of every draw is read from stream ``stream`` at prompt ``p``'s counter
+    (:func:`ttscale.rng.prompt_normals`' layout: ``k`` normals then ``k`` uniforms); attempt
+    ``t ≥ 1`` of draw ``(p, j)`` is Threefry-2x32 of the counter ``(p, t·k + j)`` under
+    ``fold_in(key, stream + 1)``. Each draw keeps its first accepted attempt, so it depends only on
+    ``(key, p, j)`` — not on ``count``, ``start`` or which other draws were rejected. Rejected draws
+    (each is accepted with probability ``> 0.95``; ~0.2 % at ``k ≈ 40``) are retried in compacted
+    batches (``lax.while_loop``) until all are accepted. ``dofs``: static whole numbers ``≥ 0``.
+    """
+    dofs = np.asarray(dofs, np.int64).reshape(-1)
+    if dofs.size == 0 or np.any(dofs < 0):
+        raise ValueError(f"dofs must be a non-empty list of whole numbers >= 0, got {dofs.tolist()}")
+    dtype = jnp.dtype(dtype)
+    k = dofs.size
+    f32 = dtype == jnp.float32
+    a = np.maximum(dofs, 2) / 2.0
+    delta = jnp.asarray(a - 1.0 / 3.0, dtype)
+    c = jnp.asarray(1.0 / np.sqrt(9.0 * (a - 1.0 / 3.0)), dtype)
+    one, zero = jnp.asarray(dofs == 1), jnp.asarray(dofs == 0)
+
+    def candidate(z, u, j):
+        """Marsaglia–Tsang on normals ``z`` and uniforms ``u`` for columns ``j`` (an index array or ``slice``)."""
+        x = c[j] * z
+        positive = x > -1
+        accept = positive & (jnp.log(u) < 3 * delta[j] * _log1p_remainder(jnp.where(positive, x, 0)))
+        value = jnp.where(one[j], z * z, jnp.where(zero[j], 0, 2 * delta[j] * (1 + x) ** 3))
+        return value.astype(dtype), accept | one[j] | zero[j]
+
+    n_words = (2 if f32 else 4) * k  # attempt 0: k normals then k uniforms (even)
+    words = _prompt_words(key, start, count, n_words, stream)
+    half = n_words // 2
+    value, done = candidate(rng_mod.words_to_normal(words[:, :half], dtype).astype(dtype),
+                            _words_to_uniform(words[:, half:], dtype).astype(dtype), slice(None))
+
+    total = count * k
+    capacity = int(min(total, max(256, total // 16)))  # draws retried per loop trip
+    retry_key = jax.random.key_data(jax.random.fold_in(key, stream + 1)).astype(jnp.uint32).reshape(-1)[:2]
+    first = jnp.asarray(start, jnp.uint32)
+
+    def more(state):
+        return ~jnp.all(state[1])
+
+    def retry(state):
+        value, done, attempts = state
+        flat = jnp.nonzero(~done.reshape(-1), size=capacity, fill_value=total)[0]  # rejected draws, padded
+        safe = jnp.minimum(flat, total - 1)
+        row, col = safe // k, safe % k
+        t = attempts.reshape(-1)[safe]
+        p = first + row.astype(jnp.uint32)
+        tag = t * jnp.uint32(k) + col.astype(jnp.uint32)
+        if f32:
+            pair = jex_random.threefry_2x32(retry_key, jnp.concatenate([p, tag]))
+            z = rng_mod.words_to_normal(pair[:capacity, None], dtype)[:, 0]
+            u = _words_to_uniform(pair[capacity:, None], dtype)[:, 0]
+        else:  # two words per number: counters (p, 2·tag) and (p, 2·tag + 1)
+            y0 = jex_random.threefry_2x32(retry_key, jnp.concatenate([p, 2 * tag]))
+            y1 = jex_random.threefry_2x32(retry_key, jnp.concatenate([p, 2 * tag + 1]))
+            z = rng_mod.words_to_normal(jnp.stack([y0[:capacity], y0[capacity:]], -1), dtype)[:, 0]
+            u = _words_to_uniform(jnp.stack([y1[:capacity], y1[capacity:]], -1), dtype)[:, 0]
+        new, ok = candidate(z.astype(dtype), u.astype(dtype), col)
+        value = value.reshape(-1).at[flat].set(jnp.where(ok, new, value.reshape(-1)[safe]), mode="drop")
+        done = done.reshape(-1).at[flat].set(ok, mode="drop")
+        attempts = attempts.reshape(-1).at[flat].add(jnp.uint32(1), mode="drop")
+        return value.reshape(count, k), done.reshape(count, k), attempts.reshape(count, k)
+
+    attempts = jnp.ones((count, k), jnp.uint32)
+    value, _, _ = jax.lax.while_loop(more, retry, (value, done, attempts))
+    return value
+
+
+def _log1p_remainder(x):
+    """``h(x) = log(1 + x) − x + x²/2 − x³/3 = Σ_{j ≥ 4} (−1)^{j+1} x^j / j`` for ``x > −1``, accurate to the dtype's
+    precision *relative to h*: the series (to ``j = 30``, Horner) for ``|x| < 1/2``, the closed form beyond."""
+    small = jnp.abs(x) < 0.5
+    xs = jnp.where(small, x, 0)
+    acc = jnp.zeros_like(x)
+    for j in range(30, 3, -1):  # Σ_{j=4..30} (−1)^{j+1} x^{j−4}/j, then · x⁴
+        acc = acc * xs + ((-1) ** (j + 1)) / j
+    series = acc * xs**4
+    xl = jnp.where(small, 1, x)
+    direct = jnp.log1p(xl) - xl + xl * xl / 2 - xl**3 / 3
+    return jnp.where(small, series, direct)
+
+
+_LOWER_INDEX: dict = {}
+
+
+def _lower_index(d: int) -> np.ndarray:
+    """Gather map ``[d·d]`` from ``[offdiag (d (d − 1)/2, row-major), diag (d), 0]`` to the row-major ``L``."""
+    if d not in _LOWER_INDEX:
+        n_off = d * (d - 1) // 2
+        idx = np.full((d, d), n_off + d, np.int32)
+        rows, cols = np.tril_indices(d, -1)
+        idx[rows, cols] = np.arange(n_off)
+        idx[np.arange(d), np.arange(d)] = n_off + np.arange(d)
+        _LOWER_INDEX[d] = idx.reshape(-1)
+    return _LOWER_INDEX[d]
+
+
+def draw_statistics(key, start, count: int, d: int, m: int, dtype=jnp.float32, noisy: bool = True):
+    """Whitened statistics ``(S_Z, g, ee, w)`` of prompts ``start .. start + count − 1`` drawn directly (Bartlett).
+
+    The law of :func:`whitened_statistics` of a prompt ``Z [d, m]``, ``ε [m]`` (standard normals),
+    without drawing the prompt (``m ≥ d``): ``Z Zᵀ = L Lᵀ`` with ``L`` lower triangular,
+    ``L_ii² ~ χ²_{m−i+1}`` (``i = 1..d``) and ``L_ij ~ N(0, 1)`` (``i > j``), all independent; with
+    ``Z = L Q`` (``Q`` uniform with orthonormal rows, independent of ``L``), ``h = Q ε ~ N(0, I_d)``
+    and ``||ε||² − ||h||² ~ χ²_{m−d}``, independent. So
+
+        S_Z = L Lᵀ/m,   g = L h/m,   ee = (||h||² + χ²_{m−d})/m,   w ~ N(0, I_d).
+
+    Shapes ``S_Z [count, d, d]``, ``g [count, d]``, ``ee [count]`` (``None`` unless ``noisy``),
+    ``w [count, d]``. Streams (counter-based, as :func:`draw_normals`): ``w`` stream 2 (the very
+    ``w`` of the prompt sampler), ``L_ij`` stream 3, ``h`` stream 4, the ``χ²`` draws of
+    :func:`chi_squares` from streams ``2^20`` (+1; diagonal) and ``2^21`` (+1; noise). A prompt's draws depend
+    only on ``(key, p)``, and ``noisy = False`` leaves ``S_Z`` and ``w`` unchanged. Cost per prompt:
+    ``d (d − 1)/2 + d`` normals and ``d (+1)`` χ² draws instead of ``d m (+ m) + d`` normals, and
+    ``O(d³)`` instead of ``O(d² m)`` arithmetic.
+    """
+    d = _checks.static_int("d", d, minimum=1)
+    m = _checks.static_int("m", m, minimum=1)
+    if m < d:
+        raise ValueError(f"m must be >= d for the statistics sampler (Z Zᵀ is singular otherwise), got m={m}, d={d}")
+    dtype = jnp.dtype(dtype)
+    w = rng_mod.prompt_normals(key, start, count, d, dtype, stream=2)
+    diag = jnp.sqrt(chi_squares(key, start, count, m - np.arange(d), dtype, _STREAM_DIAG_ROUND))  # [count, d]
+    parts = [diag, jnp.zeros((count, 1), dtype)]
+    if d > 1:
+        parts.insert(0, rng_mod.prompt_normals(key, start, count, d * (d - 1) // 2, dtype, stream=_STREAM_LOWER))
+    L = jnp.concatenate(parts, axis=1)[:, _lower_index(d)].reshape(count, d, d)
+    # L Lᵀ/m as a batched dot: its bits do not depend on count (a fused multiply-reduce's do, at small d)
+    S_Z = jnp.einsum("bik,bjk->bij", L, L) / m
+    if not noisy:
+        return S_Z, None, None, w
+    h = rng_mod.prompt_normals(key, start, count, d, dtype, stream=_STREAM_H)
+    g = jnp.einsum("bij,bj->bi", L, h) / m
+    rest = chi_squares(key, start, count, [m - d], dtype, _STREAM_NOISE_ROUND)[:, 0]
+    ee = (jnp.sum(h * h, axis=-1) + rest) / m
+    return S_Z, g, ee, w
 
 
 def _check_sizes(count: int, d: int, length: int, dtype) -> None:
@@ -272,21 +455,37 @@ def statistics_of(prompts: Prompts) -> Statistics:
     return Statistics(S, g, ee, w, one, jnp.asarray(1.0, X.dtype), float(m))
 
 
-def sample_statistics(key, cov: Covariance, length, batch: int, noise=0.0, start=0) -> Statistics:
-    """Sufficient statistics of the prompts :func:`sample_prompts` draws (same key, same prompts).
+METHODS = ("auto", "statistics", "prompts")
 
-    ``length`` may be ``inf`` (``S = Σ`` exactly: only ``w`` is drawn). A concrete ``noise = 0``
-    gives ``g = εᵀε/m = None`` (ε is not drawn); a traced ``noise`` always draws ε.
+
+def sample_statistics(key, cov: Covariance, length, batch: int, noise=0.0, start=0, method: str = "auto") -> Statistics:
+    """Sufficient statistics of ``batch`` prompts of ``length`` examples from ``cov`` (prompts ``start ..`` of ``key``).
+
+    ``method``: ``"prompts"`` — the statistics of the very prompts :func:`sample_prompts` draws
+    (same key, same prompts; :func:`whitened_statistics` of :func:`draw_normals`); ``"statistics"`` —
+    the same law drawn directly by :func:`draw_statistics` (Bartlett; ``length ≥ d``), at a cost that
+    does not grow with ``length``; ``"auto"`` (default) — ``"statistics"`` when ``d ≤ length < ∞``,
+    else ``"prompts"``. ``length`` may be ``inf`` (``S = Σ`` exactly: only ``w`` is drawn; ``w`` is the
+    same under every method). A concrete ``noise = 0`` gives ``g = εᵀε/m = None`` (ε is not drawn); a
+    traced ``noise`` always draws ε.
     """
     cov = check_covariance("cov", cov)
     _checks.check_prng_key("key", key)
     _checks.positive_count("length", length, allow_inf=True)
     batch = _checks.static_int("batch", batch, minimum=1)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     m = None if math.isinf(float(length)) else _checks.static_int("length", length, minimum=1)
+    if method == "statistics" and (m is None or m < cov.d):
+        raise ValueError(f'method="statistics" needs a finite length >= d = {cov.d}, got {length}; use "auto" or "prompts"')
+    bartlett = method != "prompts" and m is not None and m >= cov.d
     if m is not None:
-        _check_sizes(batch, cov.d, m, cov.dtype)
+        _check_sizes(batch, cov.d, cov.d if bartlett else m, cov.dtype)
     zero = isinstance(noise, (int, float, np.number)) and float(noise) == 0.0  # static: ε is not drawn
     noise = _check_noise(noise, cov.dtype)
     noisy = not (zero or (_checks.is_concrete(noise) and float(noise) == 0.0))
+    if bartlett:
+        S_Z, g, ee, w = draw_statistics(key, start, batch, cov.d, m, cov.dtype, noisy)
+        return Statistics(S_Z, g, ee, w, cov.root(), jnp.asarray(noise, w.dtype), float(m))
     Z, w, eps = draw_normals(key, start, batch, cov.d, m, cov.dtype, noisy)
     return whitened_statistics(Z, w, eps, cov.root(), noise, m)

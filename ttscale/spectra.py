@@ -175,6 +175,13 @@ def identity(d: int, dtype=jnp.float32) -> Covariance:
     return Covariance(jnp.ones((d,), dtype=dtype))
 
 
+def _power_law_formula(xp, d: int, alpha, t, dtype):
+    """``λ_i = t · i^{-α} / Σ_j j^{-α}``, ``i = 1..d``: the one implementation, for ``xp`` = NumPy or ``jax.numpy``."""
+    i = xp.arange(1, d + 1, dtype=dtype)
+    raw = i ** (-alpha[..., None])
+    return t[..., None] * raw / xp.sum(raw, axis=-1, keepdims=True)
+
+
 def power_law(d: int, alpha, trace=None, dtype=jnp.float32) -> Covariance:
     """Power-law spectrum ``λ_i = t · i^{-α} / Σ_j j^{-α}``, ``i = 1..d``.
 
@@ -190,10 +197,19 @@ def power_law(d: int, alpha, trace=None, dtype=jnp.float32) -> Covariance:
         _checks.check_finite("trace", t)
         if np.any(np.asarray(t) <= 0):
             raise ValueError(f"trace must be > 0, got {trace}")
-    i = jnp.arange(1, d + 1, dtype=dtype)
-    raw = i ** (-alpha[..., None])
-    eig = t[..., None] * raw / jnp.sum(raw, axis=-1, keepdims=True)
-    return Covariance(eig)
+    return Covariance(_power_law_formula(jnp, d, alpha, t, dtype))
+
+
+def power_law_eigenvalues(d: int, alpha, trace=None) -> np.ndarray:
+    """The eigenvalues of :func:`power_law` in float64 NumPy (``[d]``, or ``[S, d]`` for ``alpha [S]``), no JAX.
+
+    The same formula (one implementation), for parsers and closed forms that need exact float64.
+    """
+    d = _checks.static_int("d", d, minimum=1)
+    alpha = np.asarray(_checks.real_number("alpha", alpha), np.float64)
+    t = np.asarray(float(d) if trace is None else _checks.real_number("trace", trace, minimum=0, exclusive=True),
+                   np.float64)
+    return _power_law_formula(np, d, alpha, t, np.float64)
 
 
 def random_orthogonal(key, d: int, dtype=jnp.float32) -> jax.Array:
@@ -205,8 +221,18 @@ def random_orthogonal(key, d: int, dtype=jnp.float32) -> jax.Array:
     return Q * jnp.sign(jnp.diagonal(R))[None, :]
 
 
-def rotated(cov: Covariance, key) -> Covariance:
-    """The same spectrum in a Haar-random orthonormal basis: ``Λ' = Q U diag(λ) Uᵀ Qᵀ``."""
+def rotated(key, cov: Covariance) -> Covariance:
+    """The same spectrum in a Haar-random orthonormal basis: ``Λ' = Q U diag(λ) Uᵀ Qᵀ``, ``Q`` from ``key``.
+
+    The key comes first, as in every function that takes one. The old order ``rotated(cov, key)`` still
+    works for one release, with a ``DeprecationWarning``.
+    """
+    if isinstance(key, Covariance) and not isinstance(cov, Covariance):
+        import warnings
+
+        warnings.warn("rotated(cov, key) is deprecated: the key comes first, rotated(key, cov)",
+                      DeprecationWarning, stacklevel=2)
+        key, cov = cov, key
     if not isinstance(cov, Covariance):
         raise TypeError(f"cov must be a Covariance, got {type(cov).__name__}")
     Q = random_orthogonal(key, cov.d, cov.dtype)
@@ -295,11 +321,13 @@ def as_covariance(name: str, value, d: int | None = None) -> Covariance:
 
 def one_covariance(name: str, value, d: int | None = None) -> Covariance:
     """:func:`as_covariance` of one covariance (eigenvalues ``[d]``), held as float64 NumPy arrays (exact in JSON)."""
-    cov = check_covariance(name, as_covariance(name, value, d))
-    eig = np.asarray(cov.eigenvalues, dtype=np.float64)
+    with jax.enable_x64(True):  # a matrix is eigendecomposed, and the values kept, in float64
+        cov = check_covariance(name, as_covariance(name, value, d))
+        eig = np.asarray(cov.eigenvalues, dtype=np.float64)
+        basis = None if cov.basis is None else np.asarray(cov.basis, dtype=np.float64)
     if eig.ndim != 1:
         raise ValueError(f"{name} must be one covariance with eigenvalues [d], got shape {eig.shape}")
-    return Covariance(eig, None if cov.basis is None else np.asarray(cov.basis, dtype=np.float64))
+    return Covariance(eig, basis)
 
 
 def to_json(cov: Covariance) -> dict:

@@ -405,3 +405,64 @@ def prepare_out_dir(arg: str, path: str) -> str:
     except OSError as exc:
         raise ValueError(f"{arg} {path}: the directory is not writable ({exc.strerror or exc})") from None
     return path
+
+
+# ============================================================================ preset results: netCDF with JSON attrs, text, figures
+def save_dataset(ds, path) -> None:
+    """Write a preset/sweep Dataset to ``path`` (netCDF, atomically, creating the directory), encoding what netCDF
+    cannot hold: list/tuple/dict/bool/None attributes as JSON text, boolean variables as ``int8`` (marked
+    ``bool = 1``). :func:`load_dataset` undoes both."""
+    import json
+
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    ds = ds.copy()
+    for key, val in list(ds.attrs.items()):
+        if isinstance(val, (list, tuple, dict, bool)) or val is None:
+            ds.attrs[key] = json.dumps(val, default=str)
+    for name in list(ds.variables):
+        if ds[name].dtype == bool:
+            ds[name] = ds[name].astype("int8")
+            ds[name].attrs["bool"] = 1
+    write_dataset(ds, path)
+
+
+def load_dataset(path):
+    """Load a Dataset written by :func:`save_dataset` (or :func:`write_dataset`): JSON attributes decoded,
+    ``int8`` variables marked ``bool`` turned back into booleans."""
+    import json
+
+    ds = read_dataset(os.fspath(path))
+    for name in list(ds.variables):
+        if ds[name].attrs.get("bool"):
+            attrs = {k: v for k, v in ds[name].attrs.items() if k != "bool"}
+            ds[name] = ds[name].astype(bool)
+            ds[name].attrs = attrs
+    for key, val in list(ds.attrs.items()):
+        if isinstance(val, str) and val[:1] in "[{" or val in ("true", "false", "null"):
+            try:
+                ds.attrs[key] = json.loads(val)
+            except (json.JSONDecodeError, TypeError):
+                pass
+    return ds
+
+
+def write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, creating the directory."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_figure(fig, stem, formats=("png", "pdf"), dpi: int = 130) -> list:
+    """Save a matplotlib figure as ``stem.<format>`` for each format (atomically, creating the directory) and
+    return the paths."""
+    stem = os.fspath(stem)
+    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    paths = []
+    for ext in formats:
+        path = f"{stem}.{ext}"
+        with atomic_path(path, suffix=f".{ext}") as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=ext)
+        paths.append(path)
+    return paths

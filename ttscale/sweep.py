@@ -1,6 +1,6 @@
 """Sweep engine: CoT error of any model over spectra × training lengths n × test lengths m × steps k.
 
-    spec = SweepSpec(d=20, alphas=np.linspace(0, 2, 16), ns=(5, 10, 20, 40, 80), ms=(40,),
+    spec = SweepSpec(d=20, spectra="power_law:alpha=0:2:16", ns=(5, 10, 20, 40, 80), ms=(40,),
                      k_max=32, prompts=4096, model="pseudo_newton")   # or "gd:eta=0.5", "lsa", a Model
     ds = run_sweep(spec, out="sweepA.nc")        # xarray.Dataset, dims spectrum, n, m, k
 
@@ -17,11 +17,21 @@ The engine owns only the organisation (none of it changes the numbers):
   ``model.errors`` — nothing else; a model defined outside the package runs like a built-in.
   Statistics-reading models get :class:`~ttscale.prompts.Statistics` (whitened: ``S_Z = Z Zᵀ/m``
   shared, the cell's root ``A = Σ^{1/2}``), prompt-reading models get the raw prompts.
+* **Sampler** (``SweepSpec.sampler``). For a statistics-reading model and ``d ≤ m < ∞`` the default
+  (``"auto"``/``"statistics"``) draws the whitened statistics directly, without the prompt
+  (:func:`ttscale.prompts.draw_statistics`, Bartlett): ``S_Z = L Lᵀ/m`` with ``L`` lower triangular,
+  ``L_ii² ~ χ²_{m−i+1}``, ``L_ij ~ N(0, 1)``; with noise ``g = L h/m``, ``εᵀε/m = (||h||² + χ²_{m−d})/m``,
+  ``h ~ N(0, I_d)``. The same law as the statistics of drawn prompts, at ``d(d − 1)/2 + d`` normals
+  and ``d (+1)`` χ² per prompt instead of ``d m (+ m)``: the cost no longer grows with ``m``.
+  ``sampler="prompts"`` (and every prompt-reading model, ``m < d`` and ``m = ∞``) draws the prompt
+  ``Z`` (:func:`ttscale.prompts.draw_normals`), so each prompt is the one ``sample_prompts`` draws.
+  The two give different numbers with the same law; the one that ran is in :meth:`SweepSpec.identity`.
 * **Randomness.** Cell ``(s, i_n, i_m)`` has the key ``fold_in(fold_in(fold_in(key(seed), i_m), s),
   i_n)``; prompt ``p`` is prompt ``p`` of that key in the one counter-based sampler
-  (:func:`ttscale.prompts.draw_normals`), so results do not depend on the chunk size, the number or
-  order of devices, or the order in which cells run (the scheme is versioned by :data:`SAMPLER`,
-  part of :meth:`SweepSpec.identity`). With ``common_random_numbers=True`` the key is
+  (:func:`ttscale.prompts.draw_normals` or :func:`ttscale.prompts.draw_statistics`), so results do
+  not depend on the chunk size, the number or order of devices, or the order in which cells run (the
+  scheme is versioned by :data:`SAMPLER` / :data:`~ttscale.sweep_spec.STATISTICS_SAMPLER`, part of
+  :meth:`SweepSpec.identity`). With ``common_random_numbers=True`` the key is
   ``fold_in(key(seed), i_m)``: every spectrum and ``n`` of one ``m`` sees the *same* base normals
   (``S_Z`` computed once per prompt and shared), so differences between cells have smaller spread
   while each cell's marginal law is unchanged. ``m = ∞`` draws only ``w`` (``S_m = Σ`` exactly).
@@ -58,16 +68,21 @@ import numpy as np
 
 from ttscale import _checks, devices, models, summary, theory
 from ttscale import spectra as spectra_mod
-from ttscale.prompts import Statistics, draw_normals, prompts_from_root, whitened_statistics
+from ttscale.prompts import Statistics, draw_normals, draw_statistics, prompts_from_root, whitened_statistics
 from ttscale.spectra import Covariance
-from ttscale.sweep_spec import SAMPLER, SweepSpec  # noqa: F401  (re-exported: ttscale.sweep.SweepSpec)
+from ttscale.sweep_spec import SAMPLER, STATISTICS_SAMPLER, SweepSpec  # noqa: F401  (re-exported: ttscale.sweep.SweepSpec)
 
 _MEMORY_BUDGET = 128 * 2**20  # bytes of per-cell working memory per chunk (sets the cell group size)
 _INDEPENDENT_GROUP = 4  # at most this many cells vmapped together when each draws its own prompts
 _PROMPT_BLOCK = 8  # prompts per cache-resident block: all k steps run on a block before the next (measured: 8 beat 4096 by ~2-4x on CPU)
 
-#: Number of times a chunk program has been traced (a test asserts it does not grow per chunk).
-TRACE_COUNT = 0
+
+def _on_trace(shape, start) -> None:
+    """Called once each time a chunk program is traced, with its static ``shape`` and traced ``start``.
+
+    A no-op; tests wrap it in ``chex.assert_max_traces`` to prove that one compiled program serves
+    every chunk and every cell of a shape (no recompilation per chunk, per cell or per seed).
+    """
 
 # ============================================================================ per-cell inputs
 def _x64():
@@ -103,7 +118,7 @@ def theory_on_grid(spec: SweepSpec, params=None) -> Optional[dict]:
 
     ``None`` when the model declares no preconditioner. Otherwise, with ``P = model.preconditioner``
     of each cell: ``limit_error [S, N, K+1]`` (``||(I − PΣ)^k||_F²``), ``one_step_error [S, N, M]``,
-    ``cor35_bound [S, N, K+1]`` (``d (1 + n/(1 + Hard Λ))^{-2k}``), ``overthinking_term [S, N, K+1]``
+    ``scaling_law_error [S, N, K+1]`` (``d (1 + n/(1 + Hard Λ))^{-2k}``), ``overthinking_term [S, N, K+1]``
     (``tr M^{2k}``, ``M = I − Γ^{-1/2} Σ Γ^{-1/2}``, ``Γ = sym(P)⁻¹``; ``nan`` where ``sym(P)`` is not
     positive definite), ``best_k``, ``turns_up``, ``spectral_radius [S, N]`` (:func:`ttscale.theory.best_k`;
     ``best_k = 0`` when ``k_max = 0``) and ``hardness [S]``.
@@ -112,7 +127,7 @@ def theory_on_grid(spec: SweepSpec, params=None) -> Optional[dict]:
     if model.preconditioner is None:
         return None
     params = cell_parameters(spec) if params is None else params
-    with _x64(), jax.default_device(jax.devices("cpu")[0]):
+    with _x64(), jax.default_device(jax.local_devices(backend="cpu")[0]):
         P = _cells_map(model.preconditioner)(jax.tree_util.tree_map(jnp.asarray, params))
         out = theory.on_grid(P, spec.training_covariances(jnp.float64), spec.test_covariances(jnp.float64),
                            jnp.asarray(spec.ns, jnp.float64), jnp.asarray(spec.ms, jnp.float64),
@@ -151,14 +166,22 @@ class _Shape:
     reads: str
     groups: bool  # model.groups: errors(..., group=True) takes a group of cells sharing S_Z
     hints: tuple  # sorted (name, value) pairs of model.hints
+    bartlett: bool = False  # draw (S_Z, g, ee, w) directly (SweepSpec.draws_statistics), not prompts
+
+
+def _drawn_per_prompt(d: int, m: Optional[int], bartlett: bool) -> int:
+    """Numbers one prompt's draw holds: ``Z``, ``ε``, ``S_Z``, ``g``, ``w`` (prompts) or ``L``, ``S_Z``, ``h``, ``g``, ``w``, χ² (Bartlett)."""
+    if bartlett:
+        return 2 * d * d + 4 * d + 2
+    return d * (m or 0) + d * d + (m or 0) + 2 * d
 
 
 def _cell_group(d: int, m: Optional[int], k_max: int, local: int, cells: int, crn: bool, dtype,
-                groups: bool = False) -> int:
+                groups: bool = False, bartlett: bool = False) -> int:
     """Cells run together: as many as fit :data:`_MEMORY_BUDGET`, a divisor of ``cells``."""
     per_prompt = 2 * (k_max + 1) + (0 if groups else 3 * (d + 1) ** 2 // _PROMPT_BLOCK)
     if not crn:
-        per_prompt += d * (m or 0) + d * d + (m or 0) + 2 * d
+        per_prompt += _drawn_per_prompt(d, m, bartlett)
     group = int(max(1, min(_MEMORY_BUDGET // max(1, per_prompt * local * jnp.dtype(dtype).itemsize), cells)))
     if not crn:
         # fresh prompts per cell: small groups keep each cell's draws in cache (measured on sweep-A)
@@ -174,10 +197,17 @@ def _blocks(x, block: int):
 
 
 def _draw(key_data, first, shape: _Shape):
-    """Per-prompt base arrays of ``local`` prompts: ``(S_Z, g, ee, w)`` for statistics, ``(Z, ε, w)`` for prompts."""
+    """Per-prompt base arrays of ``local`` prompts: ``(S_Z, g, ee, w)`` for statistics, ``(Z, ε, w)`` for prompts.
+
+    Statistics come from :func:`~ttscale.prompts.draw_statistics` (Bartlett) when ``shape.bartlett``,
+    else from the drawn prompt (:func:`~ttscale.prompts.whitened_statistics` of
+    :func:`~ttscale.prompts.draw_normals`); both are counter-based in the prompt index.
+    """
     local = shape.batch // shape.n_devices
-    Z, w, eps = draw_normals(jax.random.wrap_key_data(key_data), first, local, shape.d, shape.m,
-                             jnp.dtype(shape.dtype), shape.noisy)
+    key = jax.random.wrap_key_data(key_data)
+    if shape.bartlett:
+        return draw_statistics(key, first, local, shape.d, shape.m, jnp.dtype(shape.dtype), shape.noisy)
+    Z, w, eps = draw_normals(key, first, local, shape.d, shape.m, jnp.dtype(shape.dtype), shape.noisy)
     if shape.reads == "prompts":
         return (Z, eps, w)
     st = whitened_statistics(Z, w, eps, jnp.ones((shape.d,), w.dtype), 0.0, shape.m)
@@ -228,8 +258,7 @@ def _chunk_program(shape: _Shape):
     local = shape.batch // shape.n_devices
 
     def device_program(keys, cells, start, valid):
-        global TRACE_COUNT
-        TRACE_COUNT += 1
+        _on_trace(shape, start)
         offset = (jax.lax.axis_index("prompts") * local).astype(jnp.uint32)
         first = start + offset
         in_chunk = jnp.clip(valid - offset.astype(jnp.int32), 0, local)  # real prompts on this device
@@ -313,12 +342,13 @@ class _Engine:
         m = None if math.isinf(m) else int(m)
         cells = spec.n_spectra * len(spec.ns)
         model = spec.model_object
+        bartlett = spec.draws_statistics(spec.ms[m_index])
         group = _cell_group(spec.d, m, spec.k_max, batch // self.n_devices, cells, spec.common_random_numbers, spec.dtype,
-                            model.groups)
+                            model.groups, bartlett)
         return _chunk_program(_Shape(
             d=spec.d, m=m, k_max=spec.k_max, batch=batch, cells=cells, cell_group=group,
             crn=spec.common_random_numbers, noisy=spec.noise > 0, dtype=spec.dtype, n_devices=self.n_devices,
-            errors=model.errors, reads=model.reads, groups=model.groups, hints=self.hints,
+            errors=model.errors, reads=model.reads, groups=model.groups, hints=self.hints, bartlett=bartlett,
         ))
 
     def chunk(self, m_index: int, start: int, stop: int, batch: Optional[int] = None):
@@ -384,11 +414,13 @@ def _version() -> str:
 def run_sweep(spec: SweepSpec, out=None, progress: bool = True):
     """Run a sweep and return an ``xarray.Dataset``; with ``out`` write it (``.nc``) and resume.
 
-    Dataset: dims ``spectrum, n, m, k`` (``k = 0..k_max``); coords ``spectrum`` (index),
-    ``alpha`` and ``hardness`` (on ``spectrum``), ``n``, ``m`` (floats, ``inf`` allowed), ``k``;
+    Dataset: dims ``spectrum, n, m, k`` (``k = 0..k_max``); coords ``spectrum`` (index), on
+    ``spectrum`` the training spectra's family parameters (:func:`spectrum_coords`: ``alpha`` always,
+    ``H``, ``trace``, those of a registered family, ...), ``hardness``, ``spectrum_label`` and
+    ``spectrum_family`` (strings), then ``n``, ``m`` (floats, ``inf`` allowed), ``k``;
     variables ``mean``, ``stderr``, ``median [spectrum, n, m, k]`` (Monte Carlo over
     ``spec.prompts`` prompts) and, for a model with a preconditioner (:func:`theory_on_grid`),
-    ``limit_error``, ``cor35_bound``, ``overthinking_term [spectrum, n, k]``, ``one_step_error
+    ``limit_error``, ``scaling_law_error``, ``overthinking_term [spectrum, n, k]``, ``one_step_error
     [spectrum, n, m]``, ``best_k``, ``turns_up``, ``spectral_radius [spectrum, n]``; attrs ``spec``
     (``SweepSpec.to_json``), ``spec_identity``, ``model``, ``ttscale_version``, ``jax_version``,
     ``devices``.
@@ -441,7 +473,8 @@ def _preflight(spec: SweepSpec, out_path) -> None:
     batch = -(-chunk // (_device_count() * _PROMPT_BLOCK)) * _device_count() * _PROMPT_BLOCK
     m = max((int(x) for x in spec.ms if math.isfinite(x)), default=0)
     drawn_together = 1 if spec.common_random_numbers else min(C, _INDEPENDENT_GROUP)
-    need = (2 * C * K1 + drawn_together * (d * m + m + d * d + 2 * d)) * batch * item
+    drawn = max(_drawn_per_prompt(d, None if math.isinf(x) else int(x), spec.draws_statistics(x)) for x in spec.ms)
+    need = (2 * C * K1 + drawn_together * drawn) * batch * item
     _checks.check_fits(
         need, f"chunk: one chunk of {chunk} prompts ({C} cells × k = 0..{spec.k_max}"
         f"{f', prompts of length m = {m}, d = {d}' if m else ''})",
@@ -491,7 +524,13 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=already, unit="prompt", unit_scale=True, desc="sweep", smoothing=0.1)
+        # one tick per chunk: the count is cell·prompts (rate: prompts/s summed over cells), the postfix the cells done
+        bar = tqdm(total=total, initial=already, unit="prompt", unit_scale=True, desc=f"sweep {M * C} cells", smoothing=0.1,
+                   mininterval=0.5)
+
+        def cells_done():
+            done = bar.n / spec.prompts
+            return f"{done:.0f}/{M * C}" if abs(done - round(done)) < 1e-9 else f"{done:.1f}/{M * C}"
 
     mean = np.empty((S, N, M, K1), np_dtype)
     stderr = np.empty_like(mean)
@@ -522,7 +561,7 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
                             partial.save(mi, st, stop, errs, part)
                         if bar is not None:
                             bar.update(C * (stop - st))
-                            bar.set_postfix(cells=f"{mi * C}/{M * C}", refresh=False)
+                            bar.set_postfix_str(f"cells {cells_done()}, m = {m:g}")
                     moments = part if moments is None else summary.combine(moments, part)
                     per_prompt.put(st, stop, errs.reshape(C * K1, stop - st))
                 med = per_prompt.median()
@@ -531,7 +570,7 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
             stderr[:, :, mi] = se.reshape(S, N, K1)
             median[:, :, mi] = med.reshape(S, N, K1)
             if bar is not None:
-                bar.set_postfix(cells=f"{(mi + 1) * C}/{M * C}")
+                bar.set_postfix_str(f"cells {cells_done()}, m = {m:g}")
     except KeyboardInterrupt:
         chunks = M * len(starts)
         kept = len(partial.finished()) if partial is not None else 0
@@ -542,11 +581,8 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
         if bar is not None:
             bar.close()
 
-    alpha = np.asarray(spec.alphas, np.float64) if spec.family == "power_law" else np.full(S, np.nan)
-    with _x64():
-        hardness = np.asarray(spectra_mod.hardness(spec.training_covariances(jnp.float64)))
     dims = {"limit_error": ("spectrum", "n", "k"), "one_step_error": ("spectrum", "n", "m"),
-            "cor35_bound": ("spectrum", "n", "k"), "overthinking_term": ("spectrum", "n", "k"),
+            "scaling_law_error": ("spectrum", "n", "k"), "overthinking_term": ("spectrum", "n", "k"),
             "best_k": ("spectrum", "n"), "turns_up": ("spectrum", "n"), "spectral_radius": ("spectrum", "n")}
     data_vars = {name: (("spectrum", "n", "m", "k"), value)
                  for name, value in (("mean", mean), ("stderr", stderr), ("median", median))}
@@ -557,8 +593,7 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
         data_vars=data_vars,
         coords={
             "spectrum": np.arange(S),
-            "alpha": ("spectrum", alpha),
-            "hardness": ("spectrum", hardness),
+            **spectrum_coords(spec),
             "n": np.asarray(spec.ns, np.float64),
             "m": np.asarray(spec.ms, np.float64),
             "k": np.arange(K1),
@@ -585,7 +620,7 @@ _DESCRIPTIONS = {
     "median": "median over prompts of ||w_k - w||^2",
     "limit_error": "m -> inf closed form ||(I - P Sigma)^k||_F^2",
     "one_step_error": "exact finite-m error at k = 1",
-    "cor35_bound": "Corollary 3.5: d (1 + n/(1 + Hard))^(-2k)",
+    "scaling_law_error": "Corollary 3.5: d (1 + n/(1 + Hard))^(-2k)",
     "overthinking_term": "Remark 4.1: tr(M^(2k)), M = I - Gamma^(-1/2) Sigma Gamma^(-1/2), Gamma = sym(P)^-1",
     "best_k": "argmin over k = 1..k_max of limit_error",
     "turns_up": "the m -> inf error rises again after best_k within k <= k_max (ttscale.theory.best_k)",
@@ -593,9 +628,34 @@ _DESCRIPTIONS = {
 }
 
 
+def spectrum_coords(spec: SweepSpec) -> dict:
+    """Coordinates on ``spectrum`` of a spec's training spectra (:class:`~ttscale.families.SpectrumGrid`).
+
+    ``alpha`` (always: ``nan`` where a spectrum has no power-law exponent), every other family
+    parameter or derived coordinate present (``H``, ``trace``, a registered family's parameters;
+    float64, ``nan`` where a spectrum's family lacks it), ``hardness`` ``= tr Λ / λ_min`` (float64),
+    ``spectrum_label`` (canonical text, e.g. ``power_law:alpha=0.5``) and ``spectrum_family``.
+    """
+    grid = spec.spectra
+    S = len(grid)
+    out = {"alpha": ("spectrum", np.asarray(grid.coords.get("alpha", np.full(S, np.nan)), np.float64))}
+    for name, values in grid.coords.items():
+        out.setdefault(name, ("spectrum", np.asarray(values, np.float64)))
+    out["hardness"] = ("spectrum", grid.hardness())
+    out["spectrum_label"] = ("spectrum", np.asarray(grid.labels, dtype=str))
+    out["spectrum_family"] = ("spectrum", np.asarray(grid.family, dtype=str))
+    return out
+
+
 def _describe(ds) -> None:
     for name, text in _DESCRIPTIONS.items():
         if name in ds:
             ds[name].attrs["long_name"] = text
-    ds["alpha"].attrs["long_name"] = "power-law exponent of the training spectrum (nan for explicit)"
+    ds["alpha"].attrs["long_name"] = "power-law exponent of the training spectrum (nan where it has none)"
     ds["hardness"].attrs["long_name"] = "Hard(Lambda) = tr(Lambda) / lambda_min(Lambda) of the training spectrum"
+    ds["spectrum_label"].attrs["long_name"] = "the training spectrum in the spectrum syntax of ttscale.families"
+    ds["spectrum_family"].attrs["long_name"] = "the family of the training spectrum"
+    for name, text in (("H", "target hardness Hard(Lambda) of the hard family"),
+                       ("trace", "tr(Lambda) of the power-law / hard family")):
+        if name in ds.coords:
+            ds[name].attrs["long_name"] = text

@@ -15,14 +15,15 @@ Validation: every argument is checked when it is concrete (never under a trace),
 value too large for the dtype is ``inf`` (powers ``||B^k||_F²`` are computed with an exact
 power-of-two rescaling, see :func:`limit_error`). A singular covariance has ``Hard = inf``
 (:func:`~ttscale.spectra.hardness`), and the hardness-based bounds degrade gracefully rather than
-raising: :func:`thm33_bound` is ``inf``, :func:`cor35_rate` is ``1`` (no contraction guaranteed),
-:func:`cor35_bound` is ``d`` and :func:`matching_k` is ``inf`` (``0`` when ``k_long = 0``).
+raising: :func:`one_step_error_bound` is ``inf``, :func:`contraction_rate` is ``1`` (no contraction guaranteed),
+:func:`scaling_law_error` is ``d`` and :func:`matching_k` is ``inf`` (``0`` when ``k_long = 0``).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Sequence
+import warnings
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -246,7 +247,7 @@ def one_step_error(P, Sigma, m, noise=0.0) -> jax.Array:
     return jnp.sum(B * B) + jnp.where(inv_m == 0, jnp.zeros_like(excess), excess * inv_m)
 
 
-def thm33_bound(cov, n, m) -> jax.Array:
+def one_step_error_bound(cov, n, m) -> jax.Array:
     """Theorem 3.3 bound (``k = 1``, ``Σ = Λ``): ``(d/n²)(1 + Hard)² + (d/m)(1 + Hard)``.
 
     ``inf`` for a singular ``Λ`` (``Hard = inf``); the second term is 0 for ``m = inf``.
@@ -262,7 +263,7 @@ def thm33_bound(cov, n, m) -> jax.Array:
     return (d / n**2) * (1 + H) ** 2 + second
 
 
-def cor35_rate(cov, n) -> jax.Array:
+def contraction_rate(cov, n) -> jax.Array:
     """Per-step contraction of Corollary 3.5: ``r = (1 + Hard)/(n + 1 + Hard) = (1 + n/(1 + Hard))^{-1}``.
 
     ``r = 1`` (no contraction guaranteed) for a singular ``Λ`` (``Hard = inf``), also with ``n = inf``.
@@ -274,16 +275,34 @@ def cor35_rate(cov, n) -> jax.Array:
     return jnp.where(jnp.isinf(H), jnp.ones_like(r), r)
 
 
-def cor35_bound(cov, n, k) -> jax.Array:
+def scaling_law_error(cov, n, k) -> jax.Array:
     """Corollary 3.5 scaling law (``Σ = Λ``, ``m → ∞``): ``d (1 + n/(1 + Hard))^{-2k}``.
 
     Exact for ``Λ ∝ I``. ``k >= 0`` (``inf`` allowed) may be an array (e.g. ``jnp.arange(k_max + 1)``).
     """
     _checks.real_number("k", k, minimum=0, allow_inf=True)
     cov = _as_cov("cov", cov)
-    r = cor35_rate(cov, n)
+    r = contraction_rate(cov, n)
     k = _checks.float_array("k", k, cov.dtype)
     return cov.d * r ** (2 * k)
+
+
+def _deprecated_alias(old: str, new: Callable) -> Callable:
+    """``old`` (a paper-number name) → ``new`` (the name that says the math), warning once per call site."""
+
+    @functools.wraps(new)
+    def alias(*args, **kwargs):
+        warnings.warn(f"ttscale.theory.{old} is deprecated; use {new.__name__} (same formula)", DeprecationWarning, stacklevel=2)
+        return new(*args, **kwargs)
+
+    alias.__name__ = alias.__qualname__ = old
+    alias.__doc__ = f"Deprecated alias of :func:`{new.__name__}` (kept one release)."
+    return alias
+
+
+thm33_bound = _deprecated_alias("thm33_bound", one_step_error_bound)
+cor35_rate = _deprecated_alias("cor35_rate", contraction_rate)
+cor35_bound = _deprecated_alias("cor35_bound", scaling_law_error)
 
 
 def matching_k(cov, n_short, n_long, k_long=1) -> jax.Array:
@@ -297,8 +316,8 @@ def matching_k(cov, n_short, n_long, k_long=1) -> jax.Array:
     are 0 (``n_short = n_long = inf``).
     """
     _checks.real_number("k_long", k_long, minimum=0)
-    a = jnp.log(cor35_rate(cov, n_long))
-    b = jnp.log(cor35_rate(cov, n_short))
+    a = jnp.log(contraction_rate(cov, n_long))
+    b = jnp.log(contraction_rate(cov, n_short))
     k_long = _checks.float_array("k_long", k_long, a.dtype)
     safe_b = jnp.where(b == 0, -1.0, b)
     k = k_long * a / safe_b
@@ -417,7 +436,7 @@ def on_grid(P, train: Covariance, test: Covariance, ns, ms, noise, *, k_max: int
     """Every closed form on a grid of cells: ``P [S, N, d, d]`` (each cell's preconditioner), stacked training
     and test covariances ``[S, d]``, ``ns [N]``, ``ms [M]``, label noise ``σ`` → a dict of arrays.
 
-    ``limit_error``, ``cor35_bound``, ``overthinking_term [S, N, k_max + 1]`` (the latter with
+    ``limit_error``, ``scaling_law_error``, ``overthinking_term [S, N, k_max + 1]`` (the latter with
     ``Γ = sym(P)⁻¹``), ``one_step_error [S, N, M]``, ``best_k``, ``turns_up``, ``spectral_radius [S, N]``
     (:func:`best_k`; ``best_k = 0`` when ``k_max = 0``), ``hardness [S]``. ``vmap`` of the functions above,
     one ``jit`` per shape (the sweep calls it in float64).
@@ -431,7 +450,7 @@ def on_grid(P, train: Covariance, test: Covariance, ns, ms, noise, *, k_max: int
             limit_error=limit[: k_max + 1],
             one_step_error=jax.vmap(lambda m: one_step_error(P, test, m, noise))(ms),
             overthinking_term=overthinking_term(G, test, ks),
-            cor35_bound=cor35_bound(train, n, ks),
+            scaling_law_error=scaling_law_error(train, n, ks),
             best_k=best.k if k_max >= 1 else jnp.zeros((), jnp.int32),
             turns_up=best.turns_up if k_max >= 1 else jnp.zeros((), bool),
             spectral_radius=best.spectral_radius,

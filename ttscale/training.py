@@ -33,8 +33,9 @@ while ``W[y, 1]`` drifts, so the CoT fixed point becomes a scaled ``w``; see ``t
 
 **Task mixtures.** Each prompt draws its task ``ℓ ~ Categorical(π)``; every prompt is padded to ``n_max``
 columns with zero columns (they add nothing to ``E Eᵀ``) and uses its own ``ρ = n_ℓ``, so one compiled
-step serves any mix of lengths. The tasks are *traced* arrays (:class:`TaskArrays`), so
-``jax.vmap(train)(keys, stacked_tasks)`` trains many models (spectra × n × π × seeds) in one call.
+step serves any mix of lengths. The tasks are a :class:`ttscale.tasks.TaskMixture` pytree (covariances,
+lengths, probabilities; traced inside ``train``), so ``jax.vmap(train)(keys, stack_mixtures([...]))``
+trains many models (spectra × n × π × seeds) in one call.
 
 **Engines.** :func:`make_train` returns a pure ``train(key, tasks=None) -> TrainResult`` whose whole loop
 is one ``lax.scan``. :func:`fit` runs the same step in chunks of one compiled function with a tqdm bar,
@@ -51,6 +52,7 @@ import functools
 import json
 import math
 import os
+import warnings
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -64,6 +66,7 @@ from ttscale import prompts as prompts_mod
 from ttscale import store, theory
 from ttscale.lsa import LSAParams
 from ttscale.spectra import Covariance, check_covariance
+from ttscale.tasks import TaskMixture, mixture_preconditioner, stack_mixtures, task_mixture
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -76,12 +79,18 @@ FORMAT_VERSION = 1
 # ============================================================================ configuration
 @dataclasses.dataclass(frozen=True, eq=False)
 class Task:
-    """One training task: features ``x ~ N(0, cov)``, prompts of ``n`` examples."""
+    """Deprecated: one training task (``x ~ N(0, cov)``, prompts of ``n`` examples).
+
+    Use :func:`ttscale.tasks.task_mixture` (``TrainConfig(tasks=task_mixture([cov], [n]))``); a tuple of
+    ``Task`` given as ``TrainConfig.tasks`` is converted to a :class:`~ttscale.tasks.TaskMixture`.
+    """
 
     cov: Covariance
     n: int
 
     def __post_init__(self):
+        warnings.warn("ttscale.training.Task is deprecated; describe the tasks with ttscale.task_mixture(covariances, "
+                      "lengths, probs)", DeprecationWarning, stacklevel=3)
         if not isinstance(self.cov, Covariance):
             raise TypeError(f"Task.cov must be a ttscale.Covariance, got {type(self.cov).__name__}")
         if self.cov.eigenvalues.ndim != 1:
@@ -94,8 +103,9 @@ class Task:
 class TrainConfig:
     """Training settings. Shape-defining fields are static; task arrays are traced inside ``train``.
 
-    d: feature dimension.  tasks: non-empty tuple of :class:`Task` (all of dimension ``d``).
-    probs: task probabilities π (default uniform).  steps, batch: optimisation steps, prompts per step.
+    d: feature dimension.  tasks: a :class:`~ttscale.tasks.TaskMixture` (dimension ``d``, whole prompt
+    lengths; the deprecated tuple of :class:`Task` is converted).  probs: task probabilities π (default:
+    the mixture's; given, they replace them).  steps, batch: optimisation steps, prompts per step.
     optimizer: ``"sgd"`` | ``"adam"``.  learning_rate: ``None`` = auto (SGD: optimal per-block step,
     see the module docstring; Adam: 5e-2) or a float (one scalar step).  schedule: ``"constant"`` |
     ``"cosine"`` | ``"linear"`` multiplier decaying to ``final_lr_fraction``.  c: scale of the paper ``W``
@@ -125,26 +135,22 @@ class TrainConfig:
     def __post_init__(self):
         d = _checks.static_int("d", self.d, minimum=1)
         object.__setattr__(self, "d", d)
-        tasks = self.tasks
-        if isinstance(tasks, Task):
-            tasks = (tasks,)
-        if not isinstance(tasks, (list, tuple)):
-            raise TypeError(f"tasks must be a tuple of Task, got {type(tasks).__name__}")
-        tasks = tuple(tasks)
-        if len(tasks) == 0:
-            raise ValueError("tasks must hold at least one Task (empty mixture)")
-        for i, t in enumerate(tasks):
-            if not isinstance(t, Task):
-                raise TypeError(f"tasks[{i}] must be a Task, got {type(t).__name__}")
-            if t.cov.d != d:
-                raise ValueError(f"tasks[{i}] has dimension d={t.cov.d}, expected d={d}")
-        object.__setattr__(self, "tasks", tasks)
+        tasks = _as_mixture(self.tasks)
+        if tasks.covariances.eigenvalues.ndim != 2:
+            raise ValueError(f"tasks must be one mixture (eigenvalues [L, d]), got shape {tasks.covariances.eigenvalues.shape}")
+        if tasks.d != d:
+            raise ValueError(f"tasks have dimension d={tasks.d}, expected d={d}")
+        lengths = np.asarray(tasks.lengths, np.float64)
+        if np.any(~np.isfinite(lengths)) or np.any(lengths != np.round(lengths)):
+            raise ValueError(f"tasks: training prompt lengths must be whole numbers, got {lengths.tolist()}")
         if self.probs is not None:
             probs = np.asarray(self.probs, dtype=np.float64)
-            if probs.shape != (len(tasks),):
-                raise ValueError(f"probs must have one probability per task ({len(tasks)}), got shape {probs.shape}")
+            if probs.shape != (tasks.size,):
+                raise ValueError(f"probs must have one probability per task ({tasks.size}), got shape {probs.shape}")
             _check_simplex("probs", probs)
-            object.__setattr__(self, "probs", tuple(float(p) for p in probs))
+            tasks = tasks.with_probs(probs)
+        object.__setattr__(self, "tasks", tasks)
+        object.__setattr__(self, "probs", tuple(float(p) for p in np.asarray(tasks.probs, np.float64)))
         object.__setattr__(self, "steps", _checks.static_int("steps", self.steps, minimum=1))
         object.__setattr__(self, "batch", _checks.static_int("batch", self.batch, minimum=1))
         for name, value, allowed in (
@@ -173,7 +179,7 @@ class TrainConfig:
         if noise < 0:
             raise ValueError(f"noise must be >= 0 (a standard deviation), got {noise}")
         object.__setattr__(self, "noise", noise)
-        n_big = max(t.n for t in tasks)
+        n_big = int(lengths.max())
         if self.n_max is None:
             object.__setattr__(self, "n_max", n_big)
         else:
@@ -189,13 +195,17 @@ class TrainConfig:
 
     @property
     def num_tasks(self) -> int:
-        return len(self.tasks)
+        """Number of tasks ``L``."""
+        return self.tasks.size
 
-    def task_arrays(self) -> "TaskArrays":
-        """The traced description of :attr:`tasks` / :attr:`probs` (see :class:`TaskArrays`)."""
-        dtype = self.jnp_dtype
-        probs = self.probs if self.probs is not None else (1.0 / self.num_tasks,) * self.num_tasks
-        return make_task_arrays([t.cov for t in self.tasks], [t.n for t in self.tasks], probs, dtype)
+    def mixture(self) -> TaskMixture:
+        """:attr:`tasks` in the training dtype (what ``train`` uses when no tasks are passed)."""
+        return self.tasks.astype(self.jnp_dtype)
+
+    def task_arrays(self) -> TaskMixture:
+        """Deprecated: :meth:`mixture`."""
+        warnings.warn("TrainConfig.task_arrays() is deprecated; use TrainConfig.mixture()", DeprecationWarning, stacklevel=2)
+        return self.mixture()
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -203,14 +213,17 @@ class TrainConfig:
     # -- (de)serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "tasks"}
-        out["probs"] = None if self.probs is None else list(self.probs)
+        out["probs"] = list(self.probs)
+        eig = np.asarray(self.tasks.covariances.eigenvalues, np.float64)
+        basis = self.tasks.covariances.basis
+        basis = None if basis is None else np.asarray(basis, np.float64)
         out["tasks"] = [
             {
-                "n": t.n,
-                "eigenvalues": [float(v) for v in np.asarray(t.cov.eigenvalues, np.float64)],
-                "basis": None if t.cov.basis is None else np.asarray(t.cov.basis, np.float64).tolist(),
+                "n": int(n),
+                "eigenvalues": [float(v) for v in eig[i]],
+                "basis": None if basis is None else basis[i].tolist(),
             }
-            for t in self.tasks
+            for i, n in enumerate(np.asarray(self.tasks.lengths, np.float64))
         ]
         return out
 
@@ -221,18 +234,19 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         data = dict(data)
         dtype = jnp.float64 if data.get("dtype") == "float64" else jnp.float32
-        tasks = []
+        covs, ns = [], []
         for t in data.pop("tasks"):
             eig = jnp.asarray(np.asarray(t["eigenvalues"]), dtype)
             basis = None if t.get("basis") is None else jnp.asarray(np.asarray(t["basis"]), dtype)
-            tasks.append(Task(Covariance(eig, basis), int(t["n"])))
+            covs.append(Covariance(eig, basis))
+            ns.append(int(t["n"]))
         if data.get("probs") is not None:
             data["probs"] = tuple(data["probs"])
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown TrainConfig fields in saved config: {sorted(unknown)}")
-        return cls(tasks=tuple(tasks), **data)
+        return cls(tasks=task_mixture(covs, ns, data.get("probs")), **data)
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
@@ -267,125 +281,111 @@ def _check_simplex(name: str, probs, atol: float = 1e-6) -> None:
         raise ValueError(f"{name} must sum to 1, got sum {np.asarray(total).tolist()}")
 
 
-# ============================================================================ traced task arrays
-class TaskArrays(NamedTuple):
-    """A task mixture as arrays (traced inside ``train``, so ``vmap`` over it needs no recompile).
+# ============================================================================ task mixtures (and their deprecated forms)
+def _as_mixture(tasks) -> TaskMixture:
+    """``tasks`` as a :class:`TaskMixture`: a mixture itself, or a (deprecated) ``Task`` / tuple of ``Task``."""
+    if isinstance(tasks, TaskMixture):
+        return tasks
+    if isinstance(tasks, Task):
+        tasks = (tasks,)
+    if not isinstance(tasks, (list, tuple)):
+        raise TypeError(f"tasks must be a ttscale.TaskMixture (ttscale.task_mixture), got {type(tasks).__name__}")
+    if len(tasks) == 0:
+        raise ValueError("tasks must hold at least one task (empty mixture)")
+    for i, t in enumerate(tasks):
+        if not isinstance(t, Task):
+            raise TypeError(f"tasks[{i}] must be a Task, got {type(t).__name__}; pass a ttscale.task_mixture(...)")
+    ds = {t.cov.d for t in tasks}
+    if len(ds) != 1:
+        raise ValueError(f"tasks: every task must share one dimension d, got {sorted(ds)}")
+    return task_mixture([t.cov for t in tasks], [float(t.n) for t in tasks])
 
-    eigenvalues ``[L, d]``, basis ``[L, d, d]`` or ``None`` (coordinate axes), n ``[L]`` (float; prompt
-    lengths, each ``≤ n_max``), probs ``[L]`` (on the simplex). Add a leading axis to every leaf to
-    ``vmap`` (see :func:`stack_task_arrays`).
-    """
 
-    eigenvalues: jax.Array
-    basis: Optional[jax.Array]
-    n: jax.Array
-    probs: jax.Array
-
-    def covariances(self) -> Covariance:
-        return Covariance(self.eigenvalues, self.basis)
-
-
-def make_task_arrays(covs, ns, probs=None, dtype=jnp.float32) -> TaskArrays:
-    """Build :class:`TaskArrays` from a list of covariances, prompt lengths and probabilities."""
+def make_task_arrays(covs, ns, probs=None, dtype=jnp.float32) -> TaskMixture:
+    """Deprecated: :func:`ttscale.tasks.task_mixture` (``covs`` a list of covariances, ``ns`` their lengths)."""
+    warnings.warn("ttscale.training.make_task_arrays is deprecated; use ttscale.task_mixture(covariances, lengths, probs)",
+                  DeprecationWarning, stacklevel=2)
     covs = list(covs) if isinstance(covs, (list, tuple)) else [covs]
-    if not covs:
-        raise ValueError("covs must hold at least one covariance (empty mixture)")
     for i, c in enumerate(covs):
         if not isinstance(c, Covariance) or c.eigenvalues.ndim != 1:
             raise TypeError(f"covs[{i}] must be one ttscale.Covariance")
-        check_covariance(f"covs[{i}]", c)
-    ds = {c.d for c in covs}
-    if len(ds) != 1:
-        raise ValueError(f"every task must share one dimension d, got {sorted(ds)}")
-    d = ds.pop()
-    L = len(covs)
-    ns = np.broadcast_to(np.asarray(ns, np.float64), (L,)) if np.ndim(ns) == 0 else np.asarray(ns, np.float64)
-    if ns.shape != (L,):
-        raise ValueError(f"ns must have one prompt length per task ({L}), got shape {ns.shape}")
-    _checks.positive_count("ns", ns)
-    probs = np.full((L,), 1.0 / L) if probs is None else np.asarray(probs, np.float64)
-    if probs.shape != (L,):
-        raise ValueError(f"probs must have one probability per task ({L}), got shape {probs.shape}")
-    _check_simplex("probs", probs)
-    eig = jnp.stack([jnp.asarray(c.eigenvalues, dtype) for c in covs])
-    if all(c.basis is None for c in covs):
-        basis = None
-    else:
-        basis = jnp.stack([jnp.eye(d, dtype=dtype) if c.basis is None else jnp.asarray(c.basis, dtype) for c in covs])
-    return TaskArrays(eig, basis, jnp.asarray(ns, dtype), jnp.asarray(probs, dtype))
+    return task_mixture(covs, np.asarray(ns, np.float64) if np.ndim(ns) else float(ns), probs, dtype=dtype)
 
 
-def stack_task_arrays(items) -> TaskArrays:
-    """Stack several :class:`TaskArrays` of one shape along a new leading axis (for ``vmap``)."""
-    items = list(items)
-    if not items:
-        raise ValueError("items must be non-empty")
-    shapes = {jax.tree_util.tree_structure(t) for t in items}
-    if len(shapes) != 1:
-        raise ValueError("all TaskArrays must have the same structure (all with or all without a basis)")
-    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *items)
+def stack_task_arrays(items) -> TaskMixture:
+    """Deprecated: :func:`ttscale.tasks.stack_mixtures`."""
+    warnings.warn("ttscale.training.stack_task_arrays is deprecated; use ttscale.stack_mixtures", DeprecationWarning,
+                  stacklevel=2)
+    return stack_mixtures(items)
 
 
-def _validate_task_arrays(tasks: TaskArrays, config: TrainConfig, batched: bool) -> None:
-    """Concrete checks of traced task arrays against the static config (skipped under a trace)."""
-    if not isinstance(tasks, TaskArrays):
-        raise TypeError(f"tasks must be ttscale.training.TaskArrays, got {type(tasks).__name__}")
+def __getattr__(name):
+    if name == "TaskArrays":
+        warnings.warn("ttscale.training.TaskArrays is deprecated; use ttscale.TaskMixture", DeprecationWarning, stacklevel=2)
+        return TaskMixture
+    raise AttributeError(f"module 'ttscale.training' has no attribute {name!r}")
+
+
+def _validate_tasks(tasks: TaskMixture, config: TrainConfig, batched: bool) -> None:
+    """Concrete checks of a (traced) task mixture against the static config (skipped under a trace)."""
+    if not isinstance(tasks, TaskMixture):
+        raise TypeError(f"tasks must be a ttscale.TaskMixture (ttscale.task_mixture), got {type(tasks).__name__}")
     if not _checks.is_concrete(tasks):
         return
     lead = 1 if batched else 0
-    eig = tasks.eigenvalues
+    eig = tasks.covariances.eigenvalues
     if eig.ndim != 2 + lead or eig.shape[-2:] != (config.num_tasks, config.d):
         raise ValueError(
-            f"tasks.eigenvalues must have shape {'[models, ' if batched else '['}{config.num_tasks}, {config.d}]"
+            f"tasks.covariances.eigenvalues must have shape {'[models, ' if batched else '['}{config.num_tasks}, {config.d}]"
             f" (num_tasks and d are static in the config), got {eig.shape}"
         )
     if not bool(jnp.all(jnp.isfinite(eig))) or bool(jnp.any(eig < 0)):
-        raise ValueError("tasks.eigenvalues must be finite and non-negative")
-    for name in ("n", "probs"):
+        raise ValueError("tasks.covariances.eigenvalues must be finite and non-negative")
+    for name in ("lengths", "probs"):
         a = getattr(tasks, name)
         if a.shape != eig.shape[:-1]:
             raise ValueError(f"tasks.{name} must have shape {eig.shape[:-1]}, got {a.shape}")
-    n = np.asarray(tasks.n)
+    n = np.asarray(tasks.lengths)
     if np.any(~np.isfinite(n)) or np.any(n < 1) or np.any(n != np.round(n)):
-        raise ValueError(f"tasks.n must hold whole prompt lengths >= 1, got {n.tolist()}")
+        raise ValueError(f"tasks.lengths must hold whole prompt lengths >= 1, got {n.tolist()}")
     if np.any(n > config.n_max):
-        raise ValueError(f"tasks.n has a length {n.max():g} > n_max={config.n_max}; raise TrainConfig.n_max")
+        raise ValueError(f"tasks.lengths has a length {n.max():g} > n_max={config.n_max}; raise TrainConfig.n_max")
     _check_simplex("tasks.probs", np.asarray(tasks.probs))
 
 
 # ============================================================================ closed forms
-def _task_matrices(tasks: TaskArrays) -> jax.Array:
-    return tasks.covariances().matrix()  # [L, d, d]
+def _task_matrices(tasks: TaskMixture) -> jax.Array:
+    return tasks.covariances.matrix()  # [L, d, d]
 
 
-def _label_moments(tasks: TaskArrays, noise) -> jax.Array:
+def _label_moments(tasks: TaskMixture, noise) -> jax.Array:
     """``E[b bᵀ]`` of each task, ``b = X y / n``: ``E[S_n²] + σ² Λ / n`` (:func:`ttscale.theory.second_moment`) → ``[L, d, d]``."""
     mats = _task_matrices(tasks)
     noise = jnp.asarray(noise, mats.dtype)
-    return jax.vmap(theory.second_moment)(mats, tasks.n) + (noise**2 / tasks.n)[:, None, None] * mats
+    return jax.vmap(theory.second_moment)(mats, tasks.lengths) + (noise**2 / tasks.lengths)[:, None, None] * mats
 
 
-def optimal_preconditioner(tasks: TaskArrays, noise=0.0) -> jax.Array:
+def optimal_preconditioner(tasks: TaskMixture, noise=0.0) -> jax.Array:
     """The training optimum's preconditioner ``P = Λ̄ Q⁻¹`` → ``[d, d]`` (so ``V*[ŵ, x] = −P / c``).
 
     ``Λ̄ = Σ π_ℓ Λ_ℓ``, ``Q = Σ π_ℓ (Γ(Λ_ℓ, n_ℓ) Λ_ℓ + σ² Λ_ℓ / n_ℓ)``: :func:`ttscale.theory.mixture_preconditioner`
     (``Γ⁻¹`` for one noiseless task).
     """
-    return theory.mixture_preconditioner(tasks.covariances(), tasks.n, tasks.probs, noise=noise)
+    return mixture_preconditioner(tasks, noise)
 
 
-def optimal_loss(tasks: TaskArrays, noise=0.0) -> jax.Array:
+def optimal_loss(tasks: TaskMixture, noise=0.0) -> jax.Array:
     """Training loss at the optimum: ``½ Σ_ℓ π_ℓ one_step_error(P, Λ_ℓ, m = n_ℓ, σ)`` with ``P`` = :func:`optimal_preconditioner`.
 
     (:func:`ttscale.theory.one_step_error`: ``d − 2 tr(PΛ_ℓ) + tr(P E[S²] Pᵀ) + σ² tr(P Λ_ℓ Pᵀ)/n_ℓ``.)
     For one task this is ``½ one_step_error(Γ⁻¹, Λ, m = n)``; at ``V = 0`` the loss is ``d / 2``.
     """
     P = optimal_preconditioner(tasks, noise)
-    per_task = jax.vmap(lambda L, n: theory.one_step_error(P, L, n, noise))(_task_matrices(tasks), tasks.n)
+    per_task = jax.vmap(lambda L, n: theory.one_step_error(P, L, n, noise))(_task_matrices(tasks), tasks.lengths)
     return 0.5 * jnp.sum(tasks.probs * per_task)
 
 
-def curvature(tasks: TaskArrays, c=1.0, noise=0.0):
+def curvature(tasks: TaskMixture, c=1.0, noise=0.0):
     """Hessian blocks of the loss in one row of ``V[ŵ, :]`` (module docstring).
 
     Returns ``(H_x [d, d], h_y)``: ``H_x = c² Q`` on the ``x`` columns and
@@ -395,7 +395,7 @@ def curvature(tasks: TaskArrays, c=1.0, noise=0.0):
     Q = jnp.einsum("l,lij->ij", tasks.probs, _label_moments(tasks, noise))
     tr = jnp.trace(mats, axis1=-2, axis2=-1)
     tr_sq = jnp.sum(mats * mats, axis=(-2, -1))
-    h_y = jnp.sum(tasks.probs * (1 + 2 / tasks.n) * ((tr + noise**2) ** 2 + 2 * tr_sq))
+    h_y = jnp.sum(tasks.probs * (1 + 2 / tasks.lengths) * ((tr + noise**2) ** 2 + 2 * tr_sq))
     c2 = jnp.asarray(c, Q.dtype) ** 2
     return c2 * Q, c2 * h_y
 
@@ -412,7 +412,7 @@ class TrainBatch(NamedTuple):
     task: jax.Array
 
 
-def sample_batch(key, tasks: TaskArrays, n_max: int, batch: int, noise=0.0) -> TrainBatch:
+def sample_batch(key, tasks: TaskMixture, n_max: int, batch: int, noise=0.0) -> TrainBatch:
     """Draw ``batch`` prompts: task ``ℓ ~ Categorical(π)``, ``x_j ~ N(0, Λ_ℓ)`` for ``j < n_ℓ`` (zero columns
     after), ``w ~ N(0, I)``, ``y_j = <w, x_j> + σ ε_j``.
 
@@ -421,14 +421,14 @@ def sample_batch(key, tasks: TaskArrays, n_max: int, batch: int, noise=0.0) -> T
     ``noise = 0`` draws no ``ε``). The training loop passes ``key = fold_in(key, step)``.
     """
     k_task, k_data = jax.random.split(key)
-    d = tasks.eigenvalues.shape[-1]
-    dtype = tasks.eigenvalues.dtype
+    d = tasks.d
+    dtype = tasks.dtype
     noisy = not (_checks.is_concrete(noise) and float(noise) == 0.0)
     Z, w, eps = prompts_mod.draw_normals(k_data, 0, batch, d, n_max, dtype, noisy)
     task = jax.random.categorical(k_task, jnp.log(tasks.probs), shape=(batch,))
-    rho = tasks.n[task]
+    rho = tasks.lengths[task]
     mask = (jnp.arange(n_max, dtype=dtype)[None, :] < rho[:, None]).astype(dtype)  # [B, n_max]
-    covs = jax.tree_util.tree_map(lambda a: a[task], tasks.covariances())
+    covs = jax.tree_util.tree_map(lambda a: a[task], tasks.covariances)
     X = jax.vmap(lambda cov, Z: cov.apply_sqrt(Z))(covs, Z) * mask[:, None, :]
     y = jnp.einsum("bdn,bd->bn", X, w)
     if eps is not None:
@@ -479,7 +479,7 @@ def params_from_trainable(theta: dict, config: TrainConfig) -> LSAParams:
     return LSAParams(W, V)
 
 
-def _step_sizes(theta: dict, config: TrainConfig, tasks: TaskArrays):
+def _step_sizes(theta: dict, config: TrainConfig, tasks: TaskMixture):
     """Per-leaf step sizes for SGD (auto) or a scalar (user learning rate / Adam)."""
     if config.learning_rate is not None:
         return jax.tree_util.tree_map(lambda a: jnp.asarray(config.learning_rate, a.dtype), theta)
@@ -530,7 +530,7 @@ def _scale_by_tree(tree) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def make_optimizer(config: TrainConfig, tasks: TaskArrays, theta: dict) -> optax.GradientTransformation:
+def make_optimizer(config: TrainConfig, tasks: TaskMixture, theta: dict) -> optax.GradientTransformation:
     """The Optax transformation: ``sgd``: ``−lr ⊙ schedule(t) g``; ``adam``: ``−lr schedule(t) adam(g)``.
 
     ``lr`` is a pytree of step sizes (see :func:`_step_sizes`), computed from the traced ``tasks``.
@@ -565,14 +565,14 @@ class TrainResult(NamedTuple):
     preconditioner: jax.Array
 
 
-def init_state(config: TrainConfig, tasks: TaskArrays | None = None) -> TrainState:
-    tasks = config.task_arrays() if tasks is None else tasks
+def init_state(config: TrainConfig, tasks: TaskMixture | None = None) -> TrainState:
+    tasks = config.mixture() if tasks is None else tasks
     theta = init_trainable(config)
     opt = make_optimizer(config, tasks, theta)
     return TrainState(theta, opt.init(theta), jnp.zeros((), jnp.int32))
 
 
-def _run_steps(config: TrainConfig, state: TrainState, key, tasks: TaskArrays, length: int):
+def _run_steps(config: TrainConfig, state: TrainState, key, tasks: TaskMixture, length: int):
     """``length`` steps of SGD/Adam from ``state`` with one ``lax.scan``; steps ``≥ config.steps`` are no-ops
     (their loss is ``nan``), so one compiled chunk length serves a final partial chunk."""
     opt = make_optimizer(config, tasks, state.theta)
@@ -603,13 +603,13 @@ def _result(config: TrainConfig, theta: dict, losses: jax.Array) -> TrainResult:
 def make_train(config: TrainConfig) -> Callable:
     """``train(key, tasks=None) -> TrainResult``: the whole run as one jit-compiled ``lax.scan``.
 
-    ``tasks`` (:class:`TaskArrays`, default ``config.task_arrays()``) is traced, so
-    ``jax.jit(jax.vmap(train))(keys, stack_task_arrays([...]))`` trains one model per (key, tasks) row in a
+    ``tasks`` (:class:`~ttscale.tasks.TaskMixture`, default ``config.mixture()``) is traced, so
+    ``jax.jit(jax.vmap(train))(keys, stack_mixtures([...]))`` trains one model per (key, tasks) row in a
     single compiled call, identical to separate runs. Step ``t`` uses prompts from ``fold_in(key, t)``.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    default_tasks = config.task_arrays()
+    default_tasks = config.mixture()
 
     @jax.jit
     def _train(key, tasks):
@@ -617,10 +617,10 @@ def make_train(config: TrainConfig) -> Callable:
         state, losses = _run_steps(config, state, key, tasks, config.steps)
         return _result(config, state.theta, losses)
 
-    def train(key, tasks: TaskArrays | None = None) -> TrainResult:
+    def train(key, tasks: TaskMixture | None = None) -> TrainResult:
         _checks.check_prng_key("key", key)
         tasks = default_tasks if tasks is None else tasks
-        _validate_task_arrays(tasks, config, batched=False)
+        _validate_tasks(tasks, config, batched=False)
         result = _train(key, tasks)
         if _checks.is_concrete(result):  # under jit/vmap the caller checks (make_train_batched does)
             check_finite_result(config, result)
@@ -636,10 +636,10 @@ def make_train_batched(config: TrainConfig) -> Callable:
     train = make_train(config)
     batched = jax.jit(jax.vmap(train))
 
-    def train_many(keys, tasks: TaskArrays) -> TrainResult:
-        _validate_task_arrays(tasks, config, batched=True)
-        if keys.shape[:1] != tasks.eigenvalues.shape[:1]:
-            raise ValueError(f"keys has {keys.shape[:1]} models but tasks has {tasks.eigenvalues.shape[:1]}")
+    def train_many(keys, tasks: TaskMixture) -> TrainResult:
+        _validate_tasks(tasks, config, batched=True)
+        if keys.shape[:1] != tasks.lengths.shape[:1]:
+            raise ValueError(f"keys has {keys.shape[:1]} models but tasks has {tasks.lengths.shape[:1]}")
         result = batched(keys, tasks)
         if _checks.is_concrete(result):
             check_finite_result(config, result)
@@ -846,8 +846,8 @@ def fit(
     _checks.check_prng_key("key", key)
     chunk = _checks.static_int("chunk", chunk, minimum=1)
     chunk = min(chunk, config.steps)
-    tasks = config.task_arrays()
-    _validate_task_arrays(tasks, config, batched=False)
+    tasks = config.mixture()
+    _validate_tasks(tasks, config, batched=False)
     state = init_state(config, tasks)
     losses = np.zeros((0,), np.dtype(config.dtype))
     if out is not None:
@@ -923,8 +923,8 @@ def make_model_train(model, tasks, steps: int, batch: int, optimizer: optax.Grad
     computed with ``model.errors(θ, stats, k)[:, k]`` on :func:`ttscale.prompts.sample_statistics`,
     so a new model trains with no code here. Each step draws ``round(batch · π_ℓ)`` prompts of
     task ``ℓ`` (stratified: an unbiased loss with no variance from the task draw) from
-    ``fold_in(fold_in(key, step), ℓ)``. ``tasks``: a list of ``(covariance, n, π)`` triples (``n``
-    whole, ``π`` summing to 1). Every leaf of ``params0`` is trained (wrap the model to freeze some).
+    ``fold_in(fold_in(key, step), ℓ)``. ``tasks``: a concrete :class:`~ttscale.tasks.TaskMixture`
+    (whole lengths; a list of ``(covariance, n, π)`` triples is deprecated). Every leaf of ``params0`` is trained (wrap the model to freeze some).
     The whole run is one ``jit``-compiled ``lax.scan``; ``vmap`` over keys trains many seeds.
     """
     from ttscale.models import check_model
@@ -940,17 +940,25 @@ def make_model_train(model, tasks, steps: int, batch: int, optimizer: optax.Grad
         raise ValueError(f"noise must be >= 0, got {noise}")
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
-    if not isinstance(tasks, (list, tuple)) or not tasks:
-        raise ValueError("tasks must be a non-empty list of (covariance, n, probability) triples")
-    parsed = []
-    for i, task in enumerate(tasks):
-        if not isinstance(task, (list, tuple)) or len(task) != 3:
-            raise TypeError(f"tasks[{i}] must be a (covariance, n, probability) triple, got {task!r}")
-        cov, n, prob = task
-        if not isinstance(cov, Covariance) or cov.eigenvalues.ndim != 1:
-            raise TypeError(f"tasks[{i}][0] must be one ttscale.Covariance")
-        parsed.append((cov, _checks.static_int(f"tasks[{i}] n", n, minimum=1), _finite_float(f"tasks[{i}] probability", prob)))
-    _check_simplex("task probabilities", [p for _, _, p in parsed])
+    if isinstance(tasks, (list, tuple)):
+        warnings.warn("make_model_train(tasks=[(cov, n, prob), ...]) is deprecated; pass ttscale.task_mixture(covs, ns, probs)",
+                      DeprecationWarning, stacklevel=2)
+        if not tasks:
+            raise ValueError("tasks must hold at least one task")
+        for i, task in enumerate(tasks):
+            if not isinstance(task, (list, tuple)) or len(task) != 3:
+                raise TypeError(f"tasks[{i}] must be a (covariance, n, probability) triple, got {task!r}")
+            if not isinstance(task[0], Covariance) or task[0].eigenvalues.ndim != 1:
+                raise TypeError(f"tasks[{i}][0] must be one ttscale.Covariance")
+        tasks = task_mixture([t[0] for t in tasks], [_checks.static_int(f"tasks[{i}] n", t[1], minimum=1)
+                                                     for i, t in enumerate(tasks)], [t[2] for t in tasks])
+    if not isinstance(tasks, TaskMixture):
+        raise TypeError(f"tasks must be a ttscale.TaskMixture (ttscale.task_mixture), got {type(tasks).__name__}")
+    if not _checks.is_concrete(tasks) or tasks.covariances.eigenvalues.ndim != 2:
+        raise ValueError("tasks must be one concrete TaskMixture (eigenvalues [L, d]): the per-task batch sizes are static")
+    lengths, probs_np = np.asarray(tasks.lengths, np.float64), np.asarray(tasks.probs, np.float64)
+    parsed = [(tasks.task(i), _checks.static_int(f"tasks.lengths[{i}]", float(lengths[i]), minimum=1), float(probs_np[i]))
+              for i in range(tasks.size)]
     counts = [max(1, int(round(batch * p))) for _, _, p in parsed if p > 0]
     parsed = [t for t in parsed if t[2] > 0]
 

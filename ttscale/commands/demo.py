@@ -46,7 +46,7 @@ def run(args) -> int:
     def curves(n, prompts):
         P = tts.gamma_inverse(cov, n)
         errs = tts.pseudo_newton_errors(P, prompts, args.k_max)
-        return errs, tts.limit_error(P, cov, args.k_max), tts.cor35_bound(cov, n, jnp.arange(args.k_max + 1))
+        return errs, tts.limit_error(P, cov, args.k_max), tts.scaling_law_error(cov, n, jnp.arange(args.k_max + 1))
 
     print(f"ttscale demo: d={args.d}, Λ = Σ = I, m={args.m}, {args.prompts} prompts, pseudo-Newton = optimal LSA")
     print(f"{'n':>4} {'k':>3} {'simulated E||w_k - w||^2':>28} {'limit_error (m=inf)':>20} {'Cor 3.5':>12}")

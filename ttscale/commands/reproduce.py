@@ -1,4 +1,10 @@
-"""``ttscale reproduce``: run the paper's presets, write figures, data and a claims report."""
+"""``ttscale reproduce``: run the paper's presets, write figures, data and a claims report.
+
+Presets are listed and run in the order of :data:`ttscale.experiments.REGISTRY`; results are cached in
+``DIR/data`` (keyed by config, dataset schema and package version), so a rerun recomputes only what changed.
+Some presets also write tables (``DIR/<preset>/``): ``ttscale reproduce task_selection --full --out
+results/selection`` regenerates ``results/selection``.
+"""
 
 from __future__ import annotations
 
@@ -38,5 +44,7 @@ def run(args) -> int:
         print(f"[{r.name}] {'cached' if r.cached else 'computed'} in {r.seconds:.1f} s")
         for c in r.claims:
             print(f"  {c.verdict:14s} {c.name}: {c.measurement[:160]}")
+        for path in r.tables:
+            print(f"  table: {path}")
     print(f"report: {args.out}/report.md and {args.out}/report.html ({wall:.1f} s)")
     return 0

@@ -15,15 +15,23 @@ POOL FILE FORMATS
                      "basis": [[...d×d, columns = eigenvectors...]]   (optional)
                     }, ...]}
          or a task may give "matrix": [[...d×d covariance...]] instead of eigenvalues/basis,
-         or "alpha": 0.8 for a power law λ_i ∝ i^-α with tr Λ = d (then "d" is required at the top
-         level or in the task). "name" is optional; tasks with the same name form one type.
+         or "spectrum": "power_law:alpha=0.8" (the --spectrum syntax of ttscale sweep: identity,
+         power_law:alpha=A[,trace=T], hard:H=H, eig:3,2,1, or a file, relative to the pool file),
+         or "alpha": 0.8 for a power law λ_i ∝ i^-α with tr Λ = d. d: the task's "d", else the top
+         level "d", else fixed by the spectrum, else --d. "name" is optional; tasks with the same
+         name form one type.
   .npz:  arrays eigenvalues [L, d], n [L], optional basis [L, d, d], optional names [L] (str).
   "paper": our reading of the paper's pool, one task per type (α, B) ∈ {Easy-Short (0.2, 20),
          Hard-Short (0.8, 20), Easy-Long (0.2, 100), Hard-Long (0.8, 100)}; α = power-law exponent,
          B = prompt length; --seed draws the jitter/rotation (--no-jitter for the exact types).
 TARGET
-  power_law:ALPHA (λ_i ∝ i^-α, tr = d; default power_law:0.8), identity, or a file: .json holding a
-  d×d matrix or an eigenvalue list, or .npy holding either.
+  one spectrum in the --spectrum syntax of ttscale sweep, of the pool's dimension d: identity,
+  power_law:alpha=A (λ_i ∝ i^-α, tr = d; power_law:A for short; default power_law:0.8),
+  power_law:alpha=A,trace=T, hard:H=H, eig:λ1,...,λd, or a .npy/.txt/.csv/.json file holding
+  eigenvalues [d] or a symmetric PSD matrix [d, d].
+EXAMPLES
+  ttscale select --target power_law:alpha=1 --criterion all --baselines
+  ttscale select --pool my_pool.json --target my_target_eigenvalues.txt
 """
 
 
@@ -31,7 +39,8 @@ def add_arguments(p):
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = POOL_FORMAT
     p.add_argument("--pool", default="paper", help='task pool: "paper" or a .json/.npz file (format below)')
-    p.add_argument("--target", default="power_law:0.8", help="target covariance Σ (see below)")
+    p.add_argument("--target", default="power_law:0.8",
+                   help="target covariance Σ, one spectrum in the --spectrum syntax (see below; default power_law:0.8)")
     p.add_argument("--criterion", default="qp", choices=("qp", "qp-length", "exact", "all"),
                    help="qp: paper's QP ||I − Σ⁻¹Σπ_ℓΛ_ℓ||²; qp-length: Γ(Λ_ℓ, n_ℓ) for Λ_ℓ; "
                         "exact: m→∞ test error of P(π) = Λ̄Q⁻¹; all: the three")
@@ -111,7 +120,7 @@ def pool_size_check(L: int, d: int) -> None:
 
 
 def load_pool(spec: str, d: int = 10, seed: int = 0, jitter: bool = True):
-    """A :class:`~ttscale.selection.TaskPool` from ``"paper"`` or a JSON/npz file (formats in ``--help``).
+    """A :class:`~ttscale.tasks.TaskMixture` from ``"paper"`` or a JSON/npz file (formats in ``--help``).
 
     Every error is a ``ValueError`` naming ``--pool`` and the file (and the task, where there is one).
     """
@@ -165,10 +174,13 @@ def load_pool(spec: str, d: int = 10, seed: int = 0, jitter: bool = True):
                 elif "eigenvalues" in t:
                     basis = None if t.get("basis") is None else _real(f"{here}.basis", t["basis"])
                     covs.append(from_eigenvalues(_real(f"{here}.eigenvalues", t["eigenvalues"]), basis))
+                elif "spectrum" in t:
+                    covs.append(_task_spectrum(f"{here}.spectrum", t["spectrum"], t.get("d", data.get("d")),
+                                               _pool_d(tasks, d, os.path.dirname(spec)), os.path.dirname(spec)))
                 elif "alpha" in t:
                     covs.append(_power_law(int(t.get("d", data.get("d", d))), t["alpha"]))
                 else:
-                    raise ValueError("needs 'eigenvalues', 'matrix' or 'alpha'")
+                    raise ValueError("needs 'eigenvalues', 'matrix', 'spectrum' or 'alpha'")
                 ns.append(_length(f"{here}.n", t["n"]))
             names.append(str(t.get("name", f"task{i}")))
     else:
@@ -176,39 +188,53 @@ def load_pool(spec: str, d: int = 10, seed: int = 0, jitter: bool = True):
     if covs:
         first = covs[0]
         pool_size_check(len(covs), int(first.d if hasattr(first, "d") else np.shape(first)[-1]))
-    kinds, kind_names = None, ()
-    if names is not None:
-        kind_names = tuple(dict.fromkeys(names))
-        kinds = np.asarray([kind_names.index(n) for n in names], np.int32)
+    from ttscale.tasks import task_mixture
+
     with _about(where):
-        return sel.task_pool(covs, ns, kinds, kind_names)
+        return task_mixture(covs, ns, labels=names)
+
+
+def _task_spectrum(where: str, text, d, fallback_d: int, base: str):
+    """A pool task's ``"spectrum"``: one spectrum of dimension ``d`` (else fixed by it, else ``fallback_d``);
+    a relative file name is looked up next to the pool file first."""
+    from ttscale.families import one_spectrum
+
+    if not isinstance(text, str):
+        raise ValueError(f"{where} must be a string in the --spectrum syntax, got {type(text).__name__}")
+    head = text.split(":", 1)[1] if text.startswith("eig:") else text
+    local = os.path.join(base, head)
+    if base and not os.path.isabs(head) and not os.path.exists(head) and os.path.exists(local):
+        text = text.replace(head, local, 1)
+    return one_spectrum(text, d=None if d is None else int(d), name=where, default_d=fallback_d).astype("float32")
+
+
+def _pool_d(tasks: list, d: int, base: str) -> int:
+    """The dimension for pool tasks whose spectrum does not fix it: that of the first task that does
+    (eigenvalues, a matrix, or a spectrum such as a file), else ``--d``."""
+    for t in tasks:
+        if not isinstance(t, dict):
+            continue
+        for key in ("eigenvalues", "matrix"):
+            if isinstance(t.get(key), list):
+                return len(t[key])
+        if isinstance(t.get("spectrum"), str) and t.get("d") is None:
+            try:
+                return _task_spectrum("spectrum", t["spectrum"], None, None, base).d
+            except (ValueError, TypeError):
+                continue
+    return d
 
 
 def load_target(spec: str, d: int):
-    """The target ``Σ`` from ``power_law:ALPHA``, ``identity`` or a .json/.npy file (matrix or eigenvalues).
+    """The target ``Σ``: one spectrum in the syntax of :mod:`ttscale.families` (``power_law:0.8``,
+    ``identity``, ``eig:...``, a .npy/.txt/.csv/.json file of eigenvalues or a matrix) of dimension ``d``.
 
     Every error is a ``ValueError`` naming ``--target`` (and the file).
     """
-    from ttscale.spectra import from_eigenvalues, from_matrix, identity
+    from ttscale.families import one_spectrum
 
-    if spec == "identity":
-        return identity(d)
-    if spec.startswith("power_law:"):
-        try:
-            alpha = float(spec.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"--target {spec!r}: expected power_law:ALPHA with a number ALPHA") from None
-        with _about(f"--target {spec}"):
-            return _power_law(d, alpha)
-    if not os.path.exists(spec):
-        raise ValueError(f"--target: {spec!r} is neither identity, power_law:ALPHA nor an existing file")
-    if not spec.endswith((".npy", ".json")):
-        raise ValueError(f"--target {spec}: unknown format (use .json or .npy)")
-    arr = _real(f"--target {spec}", _read("--target", spec))
-    with _about(f"--target {spec}"):
-        if arr.ndim == 1:
-            return from_eigenvalues(arr)
-        return from_matrix(arr)
+    # float32 like the pool (the spectrum is parsed and checked in float64)
+    return one_spectrum(spec, d=d, name="--target", d_name="the pool's d").astype("float32")
 
 
 def _bar(p: float, width: int = 40) -> str:
@@ -234,9 +260,8 @@ def run(args) -> int:
     if args.baselines:
         mixtures.update({n: np.asarray(p) for n, p in sel.baseline_mixtures(pool, Sigma).items()})
     errs = {n: np.asarray(sel.exact_errors(pool, Sigma, p, args.k)) for n, p in mixtures.items()}
-    labels = [pool.kind_names[i] if 0 <= i < len(pool.kind_names) else f"task{j}"
-              for j, i in enumerate(np.asarray(pool.kinds))]
-    ns = np.asarray(pool.ns)
+    labels = list(pool.labels)
+    ns = np.asarray(pool.lengths)
     lmin = np.asarray(pool.lambda_min())
     if args.json:
         out = {"pool": args.pool, "target": args.target, "tasks": [

@@ -4,6 +4,11 @@ Examples::
 
     ttscale train --spectrum power_law:alpha=1 --n 20 --steps 400 --out runs/pl1
     ttscale train --spectrum identity --spectrum power_law:alpha=1 --n 10,40 --probs 0.3,0.7 --out runs/mix
+    ttscale train --spectrum my_eigenvalues.txt --n 20 --out runs/mine      # d from the file
+
+``--spectrum`` takes the one spectrum syntax of ``ttscale.families`` (as ``ttscale sweep``): identity,
+power_law:alpha=A[,trace=T], hard:H=H, eig:3,2,1, a .npy/.txt/.csv/.json file, grids a:b:N or [a,b,c];
+each spectrum is one task of the mixture.
 
 Writes ``OUT/config.json``, ``OUT/checkpoint.npz`` (after every chunk; rerunning the same command
 resumes), ``OUT/params.npz`` (``W``, ``V``, config, losses), ``OUT/losses.csv`` and ``OUT/loss.png``.
@@ -17,23 +22,19 @@ import time
 HELP = "train the LSA with Optax (SGD/Adam; task mixtures), save params + loss curve, compare with Γ⁻¹"
 
 
-def parse_spectrum(d: int, text: str):
-    """``identity`` | ``power_law:alpha=A`` (or ``power_law:A``) → :class:`~ttscale.spectra.Covariance` (tr = d)."""
-    from ttscale import spectra
+def parse_spectrum(d, text: str):
+    """One ``--spectrum`` text (the syntax of :mod:`ttscale.families`) → one float64 :class:`~ttscale.spectra.Covariance`."""
+    from ttscale.families import one_spectrum
 
-    text = str(text).strip()
-    if text == "identity":
-        return spectra.identity(d)
-    if text.startswith("power_law:"):
-        arg = text[len("power_law:"):]
-        if arg.startswith("alpha="):
-            arg = arg[len("alpha="):]
-        try:
-            alpha = float(arg)
-        except ValueError:
-            raise ValueError(f"--spectrum {text!r}: expected power_law:alpha=A with a number A") from None
-        return spectra.power_law(d, alpha)
-    raise ValueError(f"--spectrum {text!r}: expected identity or power_law:alpha=A")
+    return one_spectrum(text, d=d, name="--spectrum", d_name="--d")
+
+
+def task_spectra(args):
+    """The tasks' :class:`~ttscale.families.SpectrumGrid` of every ``--spectrum`` (default identity); ``d`` from
+    ``--d``, else from the spectra when they fix it, else 10."""
+    from ttscale.families import parse_spectra
+
+    return parse_spectra(args.spectrum or ["identity"], d=args.d, name="--spectrum", default_d=10, d_name="--d")
 
 
 def _numbers(name: str, text: str, kind=float) -> list:
@@ -51,32 +52,58 @@ def _numbers(name: str, text: str, kind=float) -> list:
     return out
 
 
+EPILOG = """\
+examples:
+  ttscale train --spectrum power_law:alpha=1 --n 20 --steps 400 --out runs/pl1
+  ttscale train --spectrum identity --spectrum power_law:alpha=1 --n 10,40 --probs 0.3,0.7 --out runs/mix
+  ttscale train --spectrum my_eigenvalues.txt --n 20 --out runs/mine       (d from the file)
+writes OUT/config.json, OUT/checkpoint.npz (rerun the same command to resume), OUT/params.npz,
+OUT/losses.csv and OUT/loss.png.
+"""
+
+
 def add_arguments(p):
-    p.add_argument("--d", type=int, default=10, help="feature dimension (default 10)")
-    p.add_argument("--spectrum", action="append", default=None,
-                   help="training covariance: identity | power_law:alpha=A; repeat for a task mixture (default identity)")
+    import argparse
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = EPILOG
+    p.add_argument("--d", type=int, default=None,
+                   help="feature dimension (default: fixed by the spectra when they fix it, e.g. a file; else 10)")
+    p.add_argument("--spectrum", action="append", default=None, metavar="SPEC",
+                   help="training covariance of a task: identity | power_law:alpha=A[,trace=T] | hard:H=H | eig:3,2,1 | "
+                        "FILE.npy/.txt/.csv/.json; repeat (or give a grid a:b:N / [a,b,c]) for a task mixture "
+                        "(default identity)")
     p.add_argument("--n", type=str, default="20", help="prompt length per task, comma list (default 20)")
     p.add_argument("--probs", type=str, default=None, help="task probabilities, comma list (default uniform)")
     p.add_argument("--steps", type=int, default=400, help="optimisation steps (default 400)")
     p.add_argument("--batch", type=int, default=2048, help="prompts per step (default 2048)")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: auto, the optimal per-block SGD step)")
-    p.add_argument("--schedule", choices=("constant", "cosine", "linear"), default="cosine")
-    p.add_argument("--w-mode", choices=("frozen", "tied", "free"), default="frozen")
-    p.add_argument("--v-mode", choices=("full", "block"), default="full")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="optimizer (default sgd)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: auto: SGD the optimal constant step per column block of V, Adam 0.05)")
+    p.add_argument("--schedule", choices=("constant", "cosine", "linear"), default="cosine",
+                   help="learning-rate multiplier over the steps: constant (1 throughout), cosine or linear "
+                        "(decay from 1 to 0 at the last step; the late small steps average out gradient noise) "
+                        "(default cosine)")
+    p.add_argument("--w-mode", choices=("frozen", "tied", "free"), default="frozen",
+                   help="the LSA's W: frozen (fixed at the paper's W with scale --c; default), tied (W = paper W(c) "
+                        "with the scalar c trained), free (every entry of W trained; W[x, w] gets no gradient and "
+                        "the CoT fixed point becomes a scaled w, see docs/science.md)")
+    p.add_argument("--v-mode", choices=("full", "block"), default="full",
+                   help="the LSA's V: full (all of V trained; default) or block (only V[w, x], the block that "
+                        "holds the preconditioner P = -c V[w, x])")
     p.add_argument("--c", type=float, default=1.0, help="scale of the paper W (default 1)")
     p.add_argument("--noise", type=float, default=0.0, help="label-noise std (default 0)")
     p.add_argument("--chunk", type=int, default=100, help="steps per compiled chunk / checkpoint (default 100)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output directory (rerun with the same OUT to resume)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the training prompts, 0..2**32-1 (default 0)")
+    p.add_argument("--out", required=True, help="output directory (required; rerun with the same OUT to resume)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on stderr)")
 
 
 def build_config(args):
     from ttscale import training
 
-    specs = args.spectrum or ["identity"]
-    covs = [parse_spectrum(args.d, s) for s in specs]
+    grid = task_spectra(args)
+    covs = [cov.astype("float32") for cov in grid.covariances]  # the training dtype (the grid holds float64)
     ns = _numbers("n", args.n, int)
     if len(ns) == 1 and len(covs) > 1:
         ns = ns * len(covs)
@@ -85,9 +112,9 @@ def build_config(args):
     if len(ns) != len(covs):
         raise ValueError(f"--n lists {len(ns)} lengths but {len(covs)} --spectrum tasks were given")
     probs = None if args.probs is None else tuple(_numbers("probs", args.probs))
-    tasks = tuple(training.Task(cov, n) for cov, n in zip(covs, ns))
+    tasks = training.task_mixture(covs, [float(n) for n in ns])
     return training.TrainConfig(
-        d=args.d, tasks=tasks, probs=probs, steps=args.steps, batch=args.batch, optimizer=args.optimizer,
+        d=grid.d, tasks=tasks, probs=probs, steps=args.steps, batch=args.batch, optimizer=args.optimizer,
         learning_rate=args.lr, schedule=args.schedule, c=args.c, w_mode=args.w_mode, v_mode=args.v_mode,
         noise=args.noise,
     )
@@ -137,12 +164,12 @@ def run(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    P_star = np.asarray(training.optimal_preconditioner(config.task_arrays(), config.noise))
+    P_star = np.asarray(training.optimal_preconditioner(config.mixture(), config.noise))
     P = np.asarray(result.preconditioner)
     rel = float(np.linalg.norm(P - P_star) / np.linalg.norm(P_star))
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(steps, losses, lw=0.8, label="training loss (one batch)")
-    best = float(training.optimal_loss(config.task_arrays(), config.noise))
+    best = float(training.optimal_loss(config.mixture(), config.noise))
     ax.axhline(best, color="k", ls="--", lw=0.8, label=f"optimum (closed form) {best:.4g}")
     ax.legend(fontsize=8)
     ax.set_xlabel("step")

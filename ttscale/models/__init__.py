@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from ttscale.models import gd, lsa, pseudo_newton
+from ttscale.models import adaptive, gd, lsa, pseudo_newton
 from ttscale.models.base import Model, check_model, format_options, from_step, rollout, squared_errors_of
 
 #: name → factory ``make(**options) -> Model``.
@@ -30,6 +30,8 @@ REGISTRY: dict[str, Callable[..., Model]] = {
     "pseudo_newton": pseudo_newton.make,
     "lsa": lsa.make,
     "gd": gd.make,
+    "adaptive": adaptive.make,
+    "gpt2": lambda **options: __import__("ttscale.models.gpt2", fromlist=["make"]).make(**options),  # Flax only when asked for
 }
 
 __all__ = ["Model", "REGISTRY", "get", "parse", "from_step", "rollout", "squared_errors_of", "check_model",
