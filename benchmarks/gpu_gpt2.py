@@ -37,10 +37,10 @@ def dataset_to_npz(ds, path: str) -> None:
 
 def smoke_experiment():
     """A seconds-scale experiment: this script's whole path, nothing learnt."""
-    from ttscale import gpt2
+    from ttscale.experiments import gpt2 as study
 
-    return gpt2.GPT2Experiment("tiny", d=2, ns=(4,), k_max=2, steps=2, batch=4, learning_rate=1e-3, chunk=2,
-                               eval_prompts=16, k_train=2)
+    return study.GPT2Experiment("tiny", d=2, ns=(4,), k_max=2, steps=2, batch=4, learning_rate=1e-3, chunk=2,
+                                eval_prompts=16, k_train=2)
 
 
 def main(argv=None) -> int:
@@ -63,15 +63,16 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ttscale import gpt2
+    from ttscale import gpt2, plots
     from ttscale.commands.gpt2 import summary_lines
+    from ttscale.experiments import gpt2 as study
 
-    exp = smoke_experiment() if args.smoke else gpt2.resolve_size(args.size)
+    exp = smoke_experiment() if args.smoke else study.resolve_size(args.size)
     if args.steps is not None:
         exp = dataclasses.replace(exp, steps=args.steps)
     if args.format is not None:
         exp = dataclasses.replace(exp, format=args.format)
-    scenarios = ("aligned",) if args.smoke else gpt2.SCENARIOS
+    scenarios = ("aligned",) if args.smoke else study.SCENARIOS
     protocols = ("self_rollout",) if args.smoke else (gpt2.PROTOCOLS if args.protocol == "both" else (args.protocol,))
     os.makedirs(args.out, exist_ok=True)
     print(f"devices: {jax.devices()}  jax {jax.__version__}")
@@ -80,14 +81,14 @@ def main(argv=None) -> int:
     total = time.perf_counter()
     for protocol in protocols:
         start = time.perf_counter()
-        ds = gpt2.gpt2_experiment(exp, out=args.out, protocol=protocol, seed=args.seed, progress=not args.no_progress,
-                                  scenarios=scenarios)
+        ds = study.gpt2_experiment(exp, out=args.out, protocol=protocol, seed=args.seed, progress=not args.no_progress,
+                                   scenarios=scenarios)
         wall = time.perf_counter() - start
         label = ds.attrs["label"]
         print("\n".join(summary_lines(ds)))
         print(f"wall time ({label}): {wall:.1f} s")
         dataset_to_npz(ds, os.path.join(args.out, f"gpt2_{label}.npz"))
-        fig = gpt2.plot_gpt2(ds)
+        fig = plots.plot_gpt2(ds)
         fig.savefig(os.path.join(args.out, f"gpt2_{label}.png"), dpi=120)
         plt.close(fig)
         # training tokens per model: steps × batch × (context + estimate tokens); compile included in train_s

@@ -1,4 +1,5 @@
-"""GPT-2 with estimate tokens (ttscale.gpt2): token layouts, causality, CoT rollout, training, sweep model, I/O, errors.
+"""GPT-2 with estimate tokens (ttscale.gpt2): token layouts, causality, CoT rollout, training, sweep model, I/O, errors;
+the study around it (ttscale.experiments.gpt2) and its figure (ttscale.plots.plot_gpt2).
 
 Tiny models on CPU; prompts built with NumPy and few distinct shapes, to keep compiles few.
 """
@@ -16,6 +17,8 @@ import pytest
 
 import ttscale as tts
 from ttscale import gpt2 as G
+from ttscale import plots
+from ttscale.experiments import gpt2 as study
 
 D, N, K = 2, 4, 3
 FMTS = G.FORMATS
@@ -274,7 +277,7 @@ def test_gpt2_sweep_is_its_own_rollout_on_the_same_prompts(tmp_path):
     for i_n, n in enumerate((4, 6)):
         pr = _cell_prompts(spec, 0, i_n, 0, idx)
         np.testing.assert_allclose(per_prompt[0, i_n], G.cot_errors(nets[n], pr, K), rtol=2e-5, atol=1e-6)
-    both = G.sweep_with_reference(spec)
+    both = study.sweep_with_reference(spec)
     assert list(both.model.values) == ["gpt2", "pseudo_newton"]
     np.testing.assert_allclose(both["mean"].sel(model="gpt2").values[0, :, 0], per_prompt[0].mean(axis=1), rtol=1e-5)
     lam = np.asarray(tts.power_law(D, 1.0).eigenvalues, np.float64)
@@ -291,7 +294,7 @@ def test_gpt2_sweep_is_its_own_rollout_on_the_same_prompts(tmp_path):
         np.testing.assert_allclose(both["mean"].sel(model="pseudo_newton").values[0, i_n, 0], np.mean(errs, axis=1), rtol=1e-4)
     assert "limit_error" in both and "model" not in both["limit_error"].dims
     # a training length without a network: inf, not another network's numbers
-    missing = G.sweep_with_reference(spec.replace(ns=(5.0,)))
+    missing = study.sweep_with_reference(spec.replace(ns=(5.0,)))
     assert np.all(np.isinf(missing["mean"].sel(model="gpt2").values[..., 1:]))
 
 
@@ -352,25 +355,25 @@ def test_bad_inputs(model, prompts):
     with pytest.raises(ValueError, match="estimates must be"):
         G.forward(model, prompts, jnp.zeros((prompts.batch, 1, D + 1)))
     with pytest.raises(ValueError, match="size"):
-        G.gpt2_experiment("enormous")
+        study.gpt2_experiment("enormous")
     for old, new in (("quick", "cpu"), ("full", "paper")):
         with pytest.raises(ValueError, match=f"renamed '{new}'"):
-            G.gpt2_experiment(old)
+            study.gpt2_experiment(old)
     with pytest.raises(ValueError, match="scenario"):
-        G.gpt2_experiment("tiny", scenarios=("sideways",))
+        study.gpt2_experiment("tiny", scenarios=("sideways",))
 
 
 def test_sizes_one_word_one_size_and_help_lists_times():
     from ttscale.commands import gpt2 as cmd
 
-    assert tuple(cmd.SIZES) == tuple(G.EXPERIMENT_SIZES) == tuple(G.SIZE_TIMES)
-    assert "quick" not in G.EXPERIMENT_SIZES
+    assert tuple(cmd.SIZES) == tuple(study.EXPERIMENT_SIZES) == tuple(study.SIZE_TIMES)
+    assert "quick" not in study.EXPERIMENT_SIZES
     import argparse
 
     p = argparse.ArgumentParser()
     cmd.add_arguments(p)
     text = p.format_help()
-    for name in G.EXPERIMENT_SIZES:
+    for name in study.EXPERIMENT_SIZES:
         assert any(line.split()[:1] == [name] and ("min" in line or "hour" in line) for line in text.splitlines()), name
 
 
@@ -387,7 +390,7 @@ def _fake_dataset():
     data["k1_ratio"] = (("scenario", "n"), np.array([[1.25, 0.8], [1.5, 2.0]]))
     data.update({v: (("scenario", "n"), np.ones((2, 2))) for v in ("k1_gpt2", "k1_lsa", "train_seconds")})
     data["train_loss"] = (("scenario", "n", "step"), np.ones((2, 2, 60)))
-    return xr.Dataset(data, coords={"scenario": list(G.SCENARIOS), "n": ns, "k": ks, "step": np.arange(60)},
+    return xr.Dataset(data, coords={"scenario": list(study.SCENARIOS), "n": ns, "k": ks, "step": np.arange(60)},
                       attrs={"protocol": "self_rollout", "parameters": 1})
 
 
@@ -395,10 +398,10 @@ def test_plot_and_summary_from_dataset():
     from ttscale.commands.gpt2 import summary_lines
 
     ds = _fake_dataset()
-    fig = G.plot_gpt2(ds)
+    fig = plots.plot_gpt2(ds)
     assert len(fig.axes) == 4 and len(fig.axes[0].lines) == 4  # GPT-2 + LSA per n
     # axes are (scenario row, statistic column); lines alternate GPT-2 (solid), LSA (dashed) per n
-    for r, scenario in enumerate(G.SCENARIOS):
+    for r, scenario in enumerate(study.SCENARIOS):
         for c, stat in enumerate(("mean", "median")):
             lines = fig.axes[2 * r + c].lines
             for j, n in enumerate(ds.n.values):
@@ -406,7 +409,7 @@ def test_plot_and_summary_from_dataset():
                     expected = ds[f"{model}_{stat}"].sel(scenario=scenario, n=n).values
                     np.testing.assert_allclose(line.get_ydata(), expected)
     text = summary_lines(ds)
-    for scenario, ratios in zip(G.SCENARIOS, ([1.25, 0.8], [1.5, 2.0])):
+    for scenario, ratios in zip(study.SCENARIOS, ([1.25, 0.8], [1.5, 2.0])):
         for n, ratio in zip((4, 6), ratios):
             assert any(line.split()[:3] == [scenario, "n=", str(n)] and f"gpt2/lsa = {ratio:.3f}" in line for line in text), (scenario, n)
     mean_row = " ".join(next(line for line in text if line.split()[:4] == ["tilted", "n=", "6", "mean"]).split())
@@ -443,13 +446,46 @@ def test_directly_built_covariances_seeds_and_scenarios_are_validated(model):
     with pytest.raises(ValueError, match="key: an int seed"):
         G.init_gpt2(-1, model.config)
     with pytest.raises(ValueError, match="scenarios must list at least one"):
-        G.gpt2_experiment("tiny", scenarios=())
+        study.gpt2_experiment("tiny", scenarios=())
     with pytest.raises(TypeError, match="scenarios must be a tuple"):
-        G.gpt2_experiment("tiny", scenarios="aligned")
+        study.gpt2_experiment("tiny", scenarios="aligned")
     with pytest.raises(ValueError, match="must not repeat"):
-        G.gpt2_experiment("tiny", scenarios=("aligned", "aligned"))
+        study.gpt2_experiment("tiny", scenarios=("aligned", "aligned"))
     with pytest.raises(ValueError, match="seed must be < 2"):
-        G.gpt2_experiment("tiny", seed=2**40)
+        study.gpt2_experiment("tiny", seed=2**40)
+
+
+def test_moved_study_names_still_resolve_from_ttscale_gpt2():
+    """The study and figure moved to ttscale.experiments.gpt2 / ttscale.plots; the old ttscale.gpt2 names are the
+    very same objects (no warning), the mirrored defaults agree, and importing the presets imports no Flax."""
+    import subprocess
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("GPT2Experiment", "EXPERIMENT_SIZES", "SIZE_TIMES", "SCENARIOS", "scenario_covariances",
+                     "experiment_label", "resolve_size", "gpt2_experiment", "sweep_with_reference"):
+            assert getattr(G, name) is getattr(study, name), name
+            assert name in dir(G)
+        assert G.plot_gpt2 is plots.plot_gpt2
+        from ttscale.gpt2 import gpt2_experiment, plot_gpt2  # noqa: F401  (the from-import form too)
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        G.no_such_name
+    assert study.GPT2Experiment("tiny", 2, (4,), 1, 1, 1, 1e-3, 1, 1).format == G.DEFAULT_FORMAT
+    assert inspect_default(study.gpt2_experiment, "protocol") == G.DEFAULT_PROTOCOL
+    assert study.GPT2Experiment("tiny", 2, (4,), 1, 1, 1, 1e-3, 1, 1, format="pair").format == "pair"
+    with pytest.raises(ValueError, match="format must be one of"):
+        study.GPT2Experiment("tiny", 2, (4,), 1, 1, 1, 1e-3, 1, 1, format="interleaved")
+    probe = "import sys, ttscale.experiments\nprint('FLAX_IMPORTED', 'flax' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "FLAX_IMPORTED False" in out.stdout, out.stdout[-500:]
+
+
+def inspect_default(fn, arg):
+    import inspect
+
+    return inspect.signature(fn).parameters[arg].default
 
 
 def test_gpt2_command_takes_the_one_spectrum_syntax():
@@ -461,7 +497,7 @@ def test_gpt2_command_takes_the_one_spectrum_syntax():
     p = argparse.ArgumentParser()
     cmd.add_arguments(p)
     exp = cmd.experiment_from_args(p.parse_args(["--size", "tiny", "--d", "6", "--spectrum", "hard:H=40"]))
-    train, test = G.scenario_covariances("tilted", exp.d, exp.alpha, exp.spectrum)
+    train, test = study.scenario_covariances("tilted", exp.d, exp.alpha, exp.spectrum)
     lam = np.asarray(train.eigenvalues, np.float64)
     np.testing.assert_allclose(lam.sum() / lam.min(), 40.0, rtol=1e-5)  # Hard(Λ) = tr Λ / λ_min
     np.testing.assert_allclose(lam.sum(), 6.0, rtol=1e-5)

@@ -324,7 +324,7 @@ def test_bad_input_errors():
         sel.select_mixture(pool, from_eigenvalues(jnp.asarray([1.0, 1.0, 1.0, 0.0])), "qp")
     with pytest.raises(ValueError, match="singular"):
         sel.exact_errors(pool, np.diag([1.0, 1.0, 0.0, 1.0]), jnp.asarray([0.5, 0.5]), 3)
-    with pytest.raises(ValueError, match="Sigma has dimension"):
+    with pytest.raises(ValueError, match="test has dimension"):
         sel.select_mixture(pool, identity(5), "qp")
     with pytest.raises(ValueError, match="criterion"):
         sel.select_mixture(pool, identity(4), "bogus")
@@ -484,9 +484,9 @@ def test_directly_built_covariances_are_checked_in_pools_and_targets():
     with pytest.raises(TypeError, match=r"covariances\.eigenvalues must be a real"):
         task_mixture(Covariance(jnp.ones((2, 3)) + 0j), [5, 5])
     pool = task_mixture([good, power_law(3, 1.0)], [5, 10])
-    with pytest.raises(TypeError, match=r"Sigma\.eigenvalues must be a real"):
+    with pytest.raises(TypeError, match=r"test\.eigenvalues must be a real"):
         sel.select_mixture(pool, complex_cov)
-    with pytest.raises(ValueError, match=r"Sigma\.basis must be orthonormal"):
+    with pytest.raises(ValueError, match=r"test\.basis must be orthonormal"):
         sel.exact_errors(pool, skewed, jnp.asarray([0.5, 0.5]), 3)
 
 

@@ -143,7 +143,7 @@ def test_bad_input_is_named():
         tts.limit_error(P, cov, -1)
     with pytest.raises(ValueError, match="k must be >= 0"):
         tts.scaling_law_error(cov, 5, -1)
-    with pytest.raises(ValueError, match="Sigma"):
+    with pytest.raises(ValueError, match="test"):
         tts.limit_error(P, tts.identity(4), 3)
     with pytest.raises(ValueError, match="symmetric"):
         tts.gamma(jnp.array([[1.0, 2.0], [0.0, 1.0]]), 5)
@@ -347,9 +347,9 @@ def test_directly_built_covariance_is_validated_by_theory():
                      lambda c: tts.one_step_error_bound(c, 5, 5), lambda c: tts.scaling_law_error(c, 5, 1),
                      lambda c: tts.overthinking_term(jnp.eye(2), c, 1), lambda c: tts.best_k(jnp.eye(2), c, 3),
                      lambda c: tts.mixture_preconditioner([c], [5], [1.0])):
-            with pytest.raises(ValueError, match=r"(Sigma|cov|covs)\.(eigenvalues|basis)"):
+            with pytest.raises(ValueError, match=r"(test|cov|covs)\.(eigenvalues|basis)"):
                 call(cov)
-    with pytest.raises(TypeError, match="Sigma.eigenvalues must be a real"):
+    with pytest.raises(TypeError, match="test.eigenvalues must be a real"):
         tts.limit_error(jnp.eye(2), tts.Covariance(jnp.array([1.0, 2.0], jnp.complex64)), 2)
     # traced Covariance leaves skip the value checks (jit/vmap-compatible)
     f = jax.jit(lambda e: tts.limit_error(jnp.eye(2) * 0.5, tts.Covariance(e), 2))
@@ -453,3 +453,15 @@ def test_paper_number_names_are_deprecated_aliases_of_the_math_names():
         np.testing.assert_array_equal(got, new(*args))
     # the closed form itself, independently: Hard(I_d) = d, rate (1 + d)/(n + 1 + d)
     np.testing.assert_allclose(float(theory.contraction_rate(tts.identity(6), 10)), 7 / 17, rtol=1e-6)
+
+
+def test_the_test_covariance_is_called_test_and_Sigma_still_works_one_release():
+    cov, P = tts.power_law(4, 1.0), tts.gamma_inverse(tts.power_law(4, 1.0), 8)
+    new = theory.limit_error(P, test=cov, k_max=3)
+    with pytest.warns(DeprecationWarning, match="now called test"):
+        old = theory.limit_error(P, Sigma=cov, k_max=3)
+    np.testing.assert_array_equal(old, new)
+    with pytest.raises(TypeError, match="both"):
+        theory.limit_error(P, Sigma=cov, test=cov, k_max=3)
+    with pytest.raises(ValueError, match="but test has shape"):  # messages name the argument by its new name
+        theory.limit_error(P, tts.power_law(5, 1.0), 3)

@@ -105,7 +105,7 @@ def api_cases():
         add(f"limit_error(k_max={k!r})", lambda k=k: theory.limit_error(P3, I3, k), "k_max")
     add("limit_error(P 2x2, Sigma 3x3)", lambda: theory.limit_error(jnp.eye(2), I3, 3), "P")
     add("limit_error(P nan)", lambda: theory.limit_error(jnp.full((3, 3), NAN), I3, 3), "P")
-    add("limit_error(Sigma negative)", lambda: theory.limit_error(P3, bad_cov, 3), "Sigma")
+    add("limit_error(Sigma negative)", lambda: theory.limit_error(P3, bad_cov, 3), "test")
     for m in (0, -1, NAN):
         add(f"one_step_error(m={m!r})", lambda m=m: theory.one_step_error(P3, I3, m), "m")
     for s in (NAN, -1.0, "x"):

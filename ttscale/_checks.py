@@ -190,3 +190,27 @@ def check_fits(nbytes: float, what: str, hint: str) -> None:
     limit, where = memory_limit()
     if nbytes > limit:
         raise ValueError(f"{what} needs ≈ {nbytes / 2**30:.3g} GiB of memory, more than {where}; {hint}")
+
+
+def renamed_argument(old: str, new: str):
+    """Decorator: keyword ``old=`` still works for one release, with a ``DeprecationWarning``, as ``new=``.
+
+    Used where an argument was renamed to say its role (``Sigma`` → ``test``: the test covariance).
+    """
+    import functools
+    import warnings
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{fn.__name__}() got both {old}= (deprecated) and {new}=")
+                warnings.warn(f"{fn.__name__}({old}=...) is deprecated; the argument is now called {new}",
+                              DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

@@ -32,8 +32,8 @@ from ttscale import _checks, theory
 from ttscale.spectra import Covariance, as_covariance, hardness
 
 
-def _spectrum(name: str, Sigma) -> jax.Array:
-    cov = as_covariance(name, Sigma) if not isinstance(Sigma, Covariance) else Sigma
+def _spectrum(name: str, test) -> jax.Array:
+    cov = as_covariance(name, test) if not isinstance(test, Covariance) else test
     s = cov.eigenvalues
     if s.ndim != 1:
         raise ValueError(f"{name} must be one covariance (eigenvalues [d]), got shape {s.shape}; jax.vmap instead")
@@ -42,14 +42,16 @@ def _spectrum(name: str, Sigma) -> jax.Array:
     return s
 
 
-def minimax_eta(Sigma) -> jax.Array:
+@_checks.renamed_argument("Sigma", "test")
+def minimax_eta(test) -> jax.Array:
     """``η = 2/(s_min + s_max)`` over the positive eigenvalues of ``Σ``: minimises ``max_i |1 − η s_i|`` (``k → ∞``)."""
-    s = _spectrum("Sigma", Sigma)
+    s = _spectrum("test", test)
     pos = s > 0
     return 2 / (jnp.min(jnp.where(pos, s, jnp.inf)) + jnp.max(s))
 
 
-def optimal_eta(Sigma, k, iterations: int = 200) -> jax.Array:
+@_checks.renamed_argument("Sigma", "test")
+def optimal_eta(test, k, iterations: int = 200) -> jax.Array:
     """``η*(k) = argmin_η Σ_i (1 − η s_i)^{2k}`` (module docstring) for ``k >= 1`` (scalar; may be traced).
 
     Bisection on the sign of ``dE/dη ∝ −Σ_i s_i (1 − η s_i)^{2k−1}`` over ``[1/s_max, 1/s_min]`` (positive
@@ -58,7 +60,7 @@ def optimal_eta(Sigma, k, iterations: int = 200) -> jax.Array:
     """
     _checks.real_number("k", k, minimum=1)
     iterations = _checks.static_int("iterations", iterations, minimum=1)
-    s = _spectrum("Sigma", Sigma)
+    s = _spectrum("test", test)
     pos = s > 0
     lo = 1 / jnp.max(s)
     hi = 1 / jnp.min(jnp.where(pos, s, jnp.inf))
@@ -81,7 +83,8 @@ def optimal_eta(Sigma, k, iterations: int = 200) -> jax.Array:
     return (a + b) / 2
 
 
-def steps_to_target(P, Sigma, target, k_max: int) -> jax.Array:
+@_checks.renamed_argument("Sigma", "test")
+def steps_to_target(P, test, target, k_max: int) -> jax.Array:
     """The first ``k ∈ 0..k_max`` with :func:`ttscale.theory.limit_error` ``(P, Σ, k) <= target``; ``inf`` if none.
 
     ``P [d, d]`` (pseudo-Newton's ``Γ⁻¹``, gradient descent's ``η I``, any), ``Σ`` a covariance or dense
@@ -89,12 +92,12 @@ def steps_to_target(P, Sigma, target, k_max: int) -> jax.Array:
     """
     k_max = _checks.static_int("k_max", k_max, minimum=0)
     _checks.real_number("target", target, minimum=0, exclusive=True)
-    return _steps_to_target(P, Sigma, target, k_max=k_max)
+    return _steps_to_target(P, test, target, k_max=k_max)
 
 
 @functools.partial(jax.jit, static_argnames=("k_max",))
-def _steps_to_target(P, Sigma, target, *, k_max: int):
-    return _first_below(theory.limit_error(P, Sigma, k_max), target)
+def _steps_to_target(P, test, target, *, k_max: int):
+    return _first_below(theory.limit_error(P, test, k_max), target)
 
 
 def _first_below(err: jax.Array, target) -> jax.Array:
@@ -102,19 +105,21 @@ def _first_below(err: jax.Array, target) -> jax.Array:
     return jnp.where(jnp.any(hit), jnp.argmax(hit).astype(err.dtype), jnp.inf)
 
 
-def gd_best_error(Sigma, k_max: int) -> tuple[jax.Array, jax.Array]:
+@_checks.renamed_argument("Sigma", "test")
+def gd_best_error(test, k_max: int) -> tuple[jax.Array, jax.Array]:
     """``(η*(k), E_GD(k, η*(k)))`` for ``k = 1..k_max`` → two ``[k_max]`` arrays: the best fixed step for each budget."""
     k_max = _checks.static_int("k_max", k_max, minimum=1)
-    s = _spectrum("Sigma", Sigma)
+    s = _spectrum("test", test)
     ks = jnp.arange(1, k_max + 1, dtype=s.dtype)
-    etas = jax.vmap(lambda k: optimal_eta(Sigma, k))(ks)
+    etas = jax.vmap(lambda k: optimal_eta(test, k))(ks)
     # P = η I commutes with Σ, so limit_error(η I, Σ, k) = Σ_i |1 − η s_i|^{2k} (evaluated in log scale)
     u = jnp.abs(1 - etas[:, None] * s[None, :])
     err = jnp.sum(jnp.where(u > 0, jnp.exp(2 * ks[:, None] * jnp.log(jnp.where(u > 0, u, 1.0))), 0.0), axis=-1)
     return etas, err
 
 
-def gd_steps_to_target(Sigma, target, k_max: int, eta="optimal") -> jax.Array:
+@_checks.renamed_argument("Sigma", "test")
+def gd_steps_to_target(test, target, k_max: int, eta="optimal") -> jax.Array:
     """Steps gradient descent needs to reach ``target`` at ``m → ∞``; ``inf`` if more than ``k_max``.
 
     ``eta="optimal"``: the best fixed step for each budget (the first ``k`` with ``E_GD(k, η*(k)) <= target``);
@@ -122,19 +127,19 @@ def gd_steps_to_target(Sigma, target, k_max: int, eta="optimal") -> jax.Array:
     """
     k_max = _checks.static_int("k_max", k_max, minimum=1)
     _checks.real_number("target", target, minimum=0, exclusive=True)
-    s = _spectrum("Sigma", Sigma)
+    s = _spectrum("test", test)
     d = s.shape[-1]
     if isinstance(eta, str):
         if eta == "optimal":
-            _, err = gd_best_error(Sigma, k_max)
+            _, err = gd_best_error(test, k_max)
             err = jnp.concatenate([jnp.full((1,), float(d), err.dtype), err])
             return _first_below(err, target)
         if eta != "minimax":
             raise ValueError(f"eta must be 'optimal', 'minimax' or a step size, got {eta!r}")
-        eta = minimax_eta(Sigma)
+        eta = minimax_eta(test)
     else:
         _checks.real_number("eta", eta, minimum=0, exclusive=True)
-    return steps_to_target(jnp.asarray(eta, s.dtype) * jnp.eye(d, dtype=s.dtype), Sigma, target, k_max)
+    return steps_to_target(jnp.asarray(eta, s.dtype) * jnp.eye(d, dtype=s.dtype), test, target, k_max)
 
 
 class StepsComparison(NamedTuple):

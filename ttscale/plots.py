@@ -767,3 +767,42 @@ def plot_task_selection_panels(study, table, cmp) -> plt.Figure:
     plot_mixture_comparison(cmp, ax=fig.add_subplot(gs[1, 1:4]))
     fig.tight_layout()
     return fig
+
+
+def plot_gpt2(ds: xr.Dataset) -> plt.Figure:
+    """Error vs ``k`` per scenario (rows) — mean ± s.e. (left) and median (right), log scale; GPT-2 solid, LSA dashed.
+
+    ``ds``: the Dataset of :func:`ttscale.experiments.gpt2.gpt2_experiment` (dims ``scenario, n, k``; ``gpt2_mean,
+    gpt2_stderr, gpt2_median, lsa_mean, lsa_median``)."""
+    scenarios = list(ds.scenario.values)
+    fig, axes = plt.subplots(len(scenarios), 2, figsize=(10, 3.6 * len(scenarios)), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    k = ds.k.values
+    titles = {"aligned": "aligned: train Λ = I, test Σ = I", "tilted": "tilted train λ_i ∝ i^-α, test Σ = I"}
+    for r, scenario in enumerate(scenarios):
+        cell = ds.sel(scenario=scenario)
+        for c, stat in enumerate(("mean", "median")):
+            ax = axes[r, c]
+            for j, n in enumerate(ds.n.values):
+                color = colors[j % len(colors)]
+                g = cell[f"gpt2_{stat}"].sel(n=n).values
+                l = cell[f"lsa_{stat}"].sel(n=n).values
+                ax.plot(k, g, "-o", color=color, ms=3, label=f"GPT-2 n={int(n)}")
+                if stat == "mean":
+                    s = cell["gpt2_stderr"].sel(n=n).values
+                    ax.fill_between(k, np.maximum(g - s, 1e-12), g + s, color=color, alpha=0.2)
+                ax.plot(k, l, "--", color=color, label=f"LSA Γ⁻¹ n={int(n)}")
+            ax.set_yscale("log")
+            ax.set_xlabel("steps k (k = 1: one forward pass; k ≥ 2: CoT)")
+            ax.set_ylabel(f"{stat} ||ŵ_k − w||²")
+            ax.set_title(f"{titles.get(scenario, scenario)} ({stat})", fontsize=9)
+            finite = np.concatenate([cell[f"gpt2_{stat}"].values.ravel(), cell[f"lsa_{stat}"].values.ravel()])
+            finite = finite[np.isfinite(finite) & (finite > 0)]
+            if finite.size:
+                ax.set_ylim(max(finite.min() * 0.5, 1e-6), min(finite.max() * 2, 1e4))
+            ax.grid(alpha=0.3)
+        axes[r, 0].legend(fontsize=7, ncol=2)
+    what = ds.attrs.get("label", ds.attrs.get("protocol", "?"))
+    fig.suptitle(f"GPT-2 test-time CoT ({what} training) vs optimal LSA, {ds.attrs.get('test_length', 'm = n')}")
+    fig.tight_layout()
+    return fig

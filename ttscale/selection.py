@@ -246,30 +246,30 @@ def random_pools(key, num: int, generator: Callable = paper_pool, **kwargs) -> T
 
 
 # ============================================================================ the target
-def _as_target(Sigma, d: int, dtype) -> Covariance:
+def _as_target(test, d: int, dtype) -> Covariance:
     """Validate ``Σ`` (a :class:`Covariance` or dense matrix) with NumPy only (safe inside traces).
 
     ``ValueError`` if ``Σ`` has the wrong ``d``, is not PSD, or is singular (the criteria need ``Σ⁻¹``).
     """
-    if not isinstance(Sigma, Covariance):
-        Sigma = as_covariance("Sigma", Sigma)
-    check_covariance("Sigma", Sigma)  # real dtype, finite values, orthonormal basis (however it was built)
-    if Sigma.d != d:
-        raise ValueError(f"Sigma has dimension d={Sigma.d} but the pool's tasks have d={d}")
-    if Sigma.eigenvalues.ndim != 1:
-        raise ValueError(f"Sigma must be one covariance (vmap for many), got eigenvalues of shape {Sigma.eigenvalues.shape}")
-    if _checks.is_concrete(Sigma.eigenvalues):
-        eig = np.asarray(Sigma.eigenvalues, dtype=np.float64)
+    if not isinstance(test, Covariance):
+        test = as_covariance("test", test)
+    check_covariance("test", test)  # real dtype, finite values, orthonormal basis (however it was built)
+    if test.d != d:
+        raise ValueError(f"test has dimension d={test.d} but the pool's tasks have d={d}")
+    if test.eigenvalues.ndim != 1:
+        raise ValueError(f"test must be one covariance (vmap for many), got eigenvalues of shape {test.eigenvalues.shape}")
+    if _checks.is_concrete(test.eigenvalues):
+        eig = np.asarray(test.eigenvalues, dtype=np.float64)
         if not np.all(np.isfinite(eig)):
-            raise ValueError("Sigma has non-finite eigenvalues (nan or inf)")
+            raise ValueError("test has non-finite eigenvalues (nan or inf)")
         lmin, lmax = float(eig.min()), float(eig.max())
         if lmin < 0:
-            raise ValueError(f"Sigma must be positive semi-definite, min eigenvalue {lmin:.3e}")
+            raise ValueError(f"test must be positive semi-definite, min eigenvalue {lmin:.3e}")
         eps = float(np.finfo(np.dtype(dtype)).eps)
         if lmax <= 0 or lmin <= 100 * eps * lmax:
-            raise ValueError(f"Sigma is singular (λ_min = {lmin:.3e}, λ_max = {lmax:.3e}): "
+            raise ValueError(f"test is singular (λ_min = {lmin:.3e}, λ_max = {lmax:.3e}): "
                              "the selection criteria need Σ⁻¹")
-    return Sigma.astype(dtype)
+    return test.astype(dtype)
 
 
 # ============================================================================ QP criteria
@@ -281,17 +281,18 @@ class QP(NamedTuple):
     const: jax.Array
 
 
-def qp_design(pool: TaskMixture, Sigma, length_aware: bool = False) -> QP:
+@_checks.renamed_argument("Sigma", "test")
+def qp_design(pool: TaskMixture, test, length_aware: bool = False) -> QP:
     """The QP of ``||I − Σ⁻¹ Σ_ℓ π_ℓ M_ℓ||_F²`` with ``M_ℓ = Λ_ℓ`` (or ``Γ(Λ_ℓ, n_ℓ)`` if ``length_aware``).
 
     ``A_ℓ = Σ⁻¹ M_ℓ``, ``H_ℓm = tr(A_ℓᵀ A_m)``, ``b_ℓ = tr A_ℓ``, ``const = d``.
     """
     pool = check_mixture("pool", pool)
-    return _qp_design_core(pool, _as_target(Sigma, pool.d, pool.dtype), bool(length_aware))
+    return _qp_design_core(pool, _as_target(test, pool.d, pool.dtype), bool(length_aware))
 
 
-def _qp_terms(pool: TaskMixture, Sigma: Covariance, length_aware: bool) -> QP:
-    Sinv = Sigma.inverse_matrix()
+def _qp_terms(pool: TaskMixture, test: Covariance, length_aware: bool) -> QP:
+    Sinv = test.inverse_matrix()
     M = pool.gammas() if length_aware else pool.matrices()
     A = jnp.einsum("ij,ljk->lik", Sinv, M)
     H = jnp.einsum("lij,mij->lm", A, A)
@@ -302,17 +303,18 @@ def _qp_terms(pool: TaskMixture, Sigma: Covariance, length_aware: bool) -> QP:
 _qp_design_core = jax.jit(_qp_terms, static_argnames=("length_aware",))
 
 
-def qp_objective(pool: TaskMixture, Sigma, probs, length_aware: bool = False) -> jax.Array:
+@_checks.renamed_argument("Sigma", "test")
+def qp_objective(pool: TaskMixture, test, probs, length_aware: bool = False) -> jax.Array:
     """``||I − Σ⁻¹ Σ_ℓ π_ℓ M_ℓ||_F²`` evaluated directly (``M_ℓ = Λ_ℓ`` or ``Γ_ℓ``); scalar."""
     pool = check_mixture("pool", pool)
-    Sigma = _as_target(Sigma, pool.d, pool.dtype)
-    return _qp_objective_core(pool, Sigma, _check_probs(probs, pool), bool(length_aware))
+    test = _as_target(test, pool.d, pool.dtype)
+    return _qp_objective_core(pool, test, _check_probs(probs, pool), bool(length_aware))
 
 
 @functools.partial(jax.jit, static_argnames=("length_aware",))
-def _qp_objective_core(pool: TaskMixture, Sigma: Covariance, probs, length_aware: bool) -> jax.Array:
+def _qp_objective_core(pool: TaskMixture, test: Covariance, probs, length_aware: bool) -> jax.Array:
     M = pool.gammas() if length_aware else pool.matrices()
-    R = jnp.eye(pool.d, dtype=pool.dtype) - Sigma.inverse_matrix() @ jnp.einsum("l,lij->ij", probs, M)
+    R = jnp.eye(pool.d, dtype=pool.dtype) - test.inverse_matrix() @ jnp.einsum("l,lij->ij", probs, M)
     return jnp.sum(R * R)
 
 
@@ -358,30 +360,32 @@ def _exact_value(pool: TaskMixture, S: jax.Array, probs: jax.Array, k: int, aggr
     return jnp.sum(errs[1:]) if aggregate == "sum" else errs[k]
 
 
-def exact_errors(pool: TaskMixture, Sigma, probs, k_max: int) -> jax.Array:
+@_checks.renamed_argument("Sigma", "test")
+def exact_errors(pool: TaskMixture, test, probs, k_max: int) -> jax.Array:
     """``m → ∞`` test error ``||(I − P(π)Σ)^k||_F²`` for ``k = 0..k_max`` → ``[k_max + 1]``
     (:func:`ttscale.theory.limit_error` of ``P(π)`` = :func:`ttscale.theory.mixture_preconditioner`).
     ``probs`` is not checked to lie on the simplex here, so that finite differences may leave it."""
     pool = check_mixture("pool", pool)
     k_max = _checks.static_int("k_max", k_max, minimum=0)
-    Sigma = _as_target(Sigma, pool.d, pool.dtype)
-    return _exact_errors_core(pool, Sigma, _check_probs(probs, pool), k_max)
+    test = _as_target(test, pool.d, pool.dtype)
+    return _exact_errors_core(pool, test, _check_probs(probs, pool), k_max)
 
 
 @functools.partial(jax.jit, static_argnames=("k_max",))
-def _exact_errors_core(pool: TaskMixture, Sigma: Covariance, probs, k_max: int) -> jax.Array:
-    return theory.limit_error(mixture_preconditioner(pool.with_probs(probs)), Sigma.matrix(), k_max)
+def _exact_errors_core(pool: TaskMixture, test: Covariance, probs, k_max: int) -> jax.Array:
+    return theory.limit_error(mixture_preconditioner(pool.with_probs(probs)), test.matrix(), k_max)
 
 
-def exact_objective(pool: TaskMixture, Sigma, probs, k: int = 10, aggregate: str = "sum") -> jax.Array:
+@_checks.renamed_argument("Sigma", "test")
+def exact_objective(pool: TaskMixture, test, probs, k: int = 10, aggregate: str = "sum") -> jax.Array:
     """The exact criterion: ``Σ_{j=1..k} E_j(π)`` (``aggregate="sum"``) or ``E_k(π)`` (``"at"``),
     ``E_j(π) = ||(I − P(π)Σ)^j||_F²``; scalar."""
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
     k = _checks.static_int("k", k, minimum=1)
     pool = check_mixture("pool", pool)
-    Sigma = _as_target(Sigma, pool.d, pool.dtype)
-    errs = _exact_errors_core(pool, Sigma, _check_probs(probs, pool), k)
+    test = _as_target(test, pool.d, pool.dtype)
+    errs = _exact_errors_core(pool, test, _check_probs(probs, pool), k)
     return jnp.sum(errs[1:]) if aggregate == "sum" else errs[k]
 
 
@@ -429,13 +433,14 @@ def projected_gradient(fun: Callable, x0, iters: int = 300, step0: float = 1.0, 
 
 
 # ============================================================================ selection
-def criterion_objective(pool: TaskMixture, Sigma, probs, criterion: str = "qp", k: int = 10, aggregate: str = "sum"):
+@_checks.renamed_argument("Sigma", "test")
+def criterion_objective(pool: TaskMixture, test, probs, criterion: str = "qp", k: int = 10, aggregate: str = "sum"):
     """The value of ``criterion`` (``"qp" | "qp-length" | "exact"``) at ``probs``; scalar."""
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     if criterion == "exact":
-        return exact_objective(pool, Sigma, probs, k, aggregate)
-    return qp_objective(pool, Sigma, probs, length_aware=criterion == "qp-length")
+        return exact_objective(pool, test, probs, k, aggregate)
+    return qp_objective(pool, test, probs, length_aware=criterion == "qp-length")
 
 
 def kkt_violation(probs, grad, step=1.0) -> jax.Array:
@@ -461,7 +466,8 @@ class Selection(NamedTuple):
     kkt: jax.Array
 
 
-def select_mixture(pool: TaskMixture, Sigma, criterion: str = "qp", k: int = 10, aggregate: str = "sum",
+@_checks.renamed_argument("Sigma", "test")
+def select_mixture(pool: TaskMixture, test, criterion: str = "qp", k: int = 10, aggregate: str = "sum",
                    iters: int | None = None) -> Selection:
     """Minimise ``criterion`` over the simplex for one pool and target ``Σ``.
 
@@ -480,8 +486,8 @@ def select_mixture(pool: TaskMixture, Sigma, criterion: str = "qp", k: int = 10,
     if iters is None:
         iters = 300 if criterion == "exact" else 3000
     iters = _checks.static_int("iters", iters, minimum=1)
-    Sigma = _as_target(Sigma, pool.d, pool.dtype)
-    result = _select_jit(pool, Sigma, criterion, k, aggregate, iters)
+    test = _as_target(test, pool.d, pool.dtype)
+    result = _select_jit(pool, test, criterion, k, aggregate, iters)
     if _checks.is_concrete(result):  # under jit/vmap (selection_study) the values are the caller's to read
         _check_selection(result, criterion, k, aggregate, pool.dtype)
     return result
@@ -498,12 +504,12 @@ def _check_selection(result: "Selection", criterion: str, k: int, aggregate: str
             f"CoT error ||(I − P(π)Σ)^k||² overflows {jnp.dtype(dtype).name} at the uniform start mixture (test-time "
             f"CoT diverges on this target, geometrically in k), so no mixture was selected; use a smaller k or criterion 'qp'")
     raise FloatingPointError(f"criterion {criterion!r} is not finite (objective {objective:.3g}) for this pool and "
-                             "Sigma, so no mixture was selected; check Sigma and the pool's covariances")
+                             "test, so no mixture was selected; check test and the pool's covariances")
 
 
 @functools.partial(jax.jit, static_argnames=("criterion", "k", "aggregate", "iters"))
-def _select_jit(pool: TaskMixture, Sigma: Covariance, criterion: str, k: int, aggregate: str, iters: int) -> Selection:
-    S = Sigma.matrix()
+def _select_jit(pool: TaskMixture, test: Covariance, criterion: str, k: int, aggregate: str, iters: int) -> Selection:
+    S = test.matrix()
     L = pool.size
     x0 = jnp.full((L,), 1.0 / L, pool.dtype)
     if criterion == "exact":
@@ -513,7 +519,7 @@ def _select_jit(pool: TaskMixture, Sigma: Covariance, criterion: str, k: int, ag
         grad = jax.grad(log_fun)(probs)
         step = jnp.ones((), pool.dtype)
     else:
-        H, b, const = _qp_terms(pool, Sigma, criterion == "qp-length")
+        H, b, const = _qp_terms(pool, test, criterion == "qp-length")
         probs = solve_simplex_qp(H, b, iters)
         fun = lambda p: const - 2 * jnp.dot(b, p) + p @ H @ p
         grad = jax.grad(fun)(probs)
@@ -548,16 +554,18 @@ def type_mass(pool: TaskMixture, probs, num_types: int | None = None) -> jax.Arr
     return jnp.sum(jnp.where(onehot, probs[..., :, None], 0.0), axis=-2)
 
 
-def relevant_task(pool: TaskMixture, Sigma) -> jax.Array:
+@_checks.renamed_argument("Sigma", "test")
+def relevant_task(pool: TaskMixture, test) -> jax.Array:
     """Index of the task whose sorted spectrum is closest (Euclidean) to that of ``Σ``."""
-    if not isinstance(Sigma, Covariance):
-        Sigma = as_covariance("Sigma", Sigma, pool.d)
+    if not isinstance(test, Covariance):
+        test = as_covariance("test", test, pool.d)
     tasks = jnp.sort(pool.covariances.eigenvalues, axis=-1)
-    target = jnp.sort(Sigma.eigenvalues.astype(pool.dtype), axis=-1)
+    target = jnp.sort(test.eigenvalues.astype(pool.dtype), axis=-1)
     return jnp.argmin(jnp.sum((tasks - target) ** 2, axis=-1))
 
 
-def baseline_mixtures(pool: TaskMixture, Sigma) -> dict[str, jax.Array]:
+@_checks.renamed_argument("Sigma", "test")
+def baseline_mixtures(pool: TaskMixture, test) -> dict[str, jax.Array]:
     """Baseline mixtures ``[L]``: ``uniform``; ``easy-only`` / ``hard-only`` (uniform on the
     non-hard / hard tasks of :func:`hard_mask`); ``relevant-only`` (all mass on
     :func:`relevant_task`)."""
@@ -567,17 +575,18 @@ def baseline_mixtures(pool: TaskMixture, Sigma) -> dict[str, jax.Array]:
     return {
         "uniform": jnp.full((L,), 1.0 / L, dt),
         "easy-only": _uniform_on(~hard, dt),
-        "relevant-only": jax.nn.one_hot(relevant_task(pool, Sigma), L, dtype=dt),
+        "relevant-only": jax.nn.one_hot(relevant_task(pool, test), L, dtype=dt),
         "hard-only": _uniform_on(hard, dt),
     }
 
 
-def selected_mixtures(pool: TaskMixture, Sigma, criteria: Sequence[str] = CRITERIA, k: int = 10,
+@_checks.renamed_argument("Sigma", "test")
+def selected_mixtures(pool: TaskMixture, test, criteria: Sequence[str] = CRITERIA, k: int = 10,
                       aggregate: str = "sum", baselines: bool = True) -> dict[str, jax.Array]:
     """``{name: π [L]}``: the optimum of each criterion, then (if ``baselines``) :func:`baseline_mixtures`."""
-    out = {c: select_mixture(pool, Sigma, c, k, aggregate).probs for c in criteria}
+    out = {c: select_mixture(pool, test, c, k, aggregate).probs for c in criteria}
     if baselines:
-        out.update(baseline_mixtures(pool, Sigma))
+        out.update(baseline_mixtures(pool, test))
     return out
 
 

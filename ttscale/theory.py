@@ -165,19 +165,20 @@ def check_simplex(name: str, probs, atol: float = 1e-5) -> None:
         raise ValueError(f"{name} must sum to 1, got sum {total:.6g}")
 
 
-def _iteration(P, Sigma) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _iteration(P, test) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Validated ``(P, Σ, B = I − PΣ)``, dense ``[d, d]`` in ``P``'s dtype."""
     P = _checks.square_matrix("P", P)
-    S = _matrix("Sigma", Sigma)
+    S = _matrix("test", test)
     if S.shape != P.shape:
-        raise ValueError(f"P has shape {P.shape} but Sigma has shape {S.shape}")
+        raise ValueError(f"P has shape {P.shape} but test has shape {S.shape}")
     S = S.astype(P.dtype)
     return P, S, jnp.eye(P.shape[-1], dtype=P.dtype) - P @ S
 
 
-def iteration_matrix(P, Sigma) -> jax.Array:
+@_checks.renamed_argument("Sigma", "test")
+def iteration_matrix(P, test) -> jax.Array:
     """``B = I − P Σ`` (``m → ∞``): ``w − w_k = B^k w``."""
-    return _iteration(P, Sigma)[2]
+    return _iteration(P, test)[2]
 
 
 def _power_norms(B: jax.Array, k_max: int) -> tuple[jax.Array, jax.Array]:
@@ -211,7 +212,8 @@ def _log_limit_error(B: jax.Array, k_max: int) -> tuple[jax.Array, jax.Array]:
     return jnp.ldexp(s, 2 * e), log_err
 
 
-def limit_error(P, Sigma, k_max: int) -> jax.Array:
+@_checks.renamed_argument("Sigma", "test")
+def limit_error(P, test, k_max: int) -> jax.Array:
     """Exact ``m → ∞`` error ``E ||w_k − w||² = ||(I − PΣ)^k||_F² = tr(B^k B^{kᵀ})`` for ``k = 0..k_max``.
 
     Valid for any ``P`` and ``Σ`` (no commuting assumption); returns ``[k_max + 1]`` with
@@ -220,10 +222,11 @@ def limit_error(P, Sigma, k_max: int) -> jax.Array:
     two), so an error beyond the dtype's range is ``inf`` (or ``0``), never ``nan``.
     """
     k_max = _checks.static_int("k_max", k_max, minimum=0)
-    return _log_limit_error(iteration_matrix(P, Sigma), k_max)[0]
+    return _log_limit_error(iteration_matrix(P, test), k_max)[0]
 
 
-def one_step_error(P, Sigma, m, noise=0.0) -> jax.Array:
+@_checks.renamed_argument("Sigma", "test")
+def one_step_error(P, test, m, noise=0.0) -> jax.Array:
     """Exact finite-``m`` error at ``k = 1``: ``d − 2 tr(PΣ) + tr(P E[S_m²] Pᵀ) + σ² tr(P Σ Pᵀ)/m``.
 
     ``E[S_m²] = (1 + 1/m) Σ² + (tr Σ / m) Σ``; ``m = inf`` gives ``limit_error(P, Σ, 1)[1]``;
@@ -235,9 +238,9 @@ def one_step_error(P, Sigma, m, noise=0.0) -> jax.Array:
     _checks.positive_count("m", m, allow_inf=True)
     _checks.real_number("noise", noise, minimum=0)
     P = _checks.square_matrix("P", P)
-    cov = _as_cov("Sigma", Sigma).astype(P.dtype)
+    cov = _as_cov("test", test).astype(P.dtype)
     if cov.eigenvalues.shape != P.shape[-1:]:
-        raise ValueError(f"P has shape {P.shape} but Sigma has dimension {cov.eigenvalues.shape}")
+        raise ValueError(f"P has shape {P.shape} but test has dimension {cov.eigenvalues.shape}")
     S = cov.matrix()
     PS, PR = P @ S, P @ cov.sqrt_matrix()
     B = jnp.eye(P.shape[-1], dtype=P.dtype) - PS
@@ -360,17 +363,19 @@ def _inverse_sqrt_psd(M: jax.Array) -> jax.Array:
     return (U / jnp.sqrt(eig)[None, :]) @ U.T
 
 
-def overthinking_matrix(Gamma, Sigma) -> jax.Array:
+@_checks.renamed_argument("Sigma", "test")
+def overthinking_matrix(Gamma, test) -> jax.Array:
     """``M = I − Γ^{-1/2} Σ Γ^{-1/2}`` (Remark 4.1), symmetric ``[d, d]``; ``Γ`` symmetric positive definite."""
     G = _positive_definite("Gamma", Gamma)
-    S = _matrix("Sigma", Sigma).astype(G.dtype)
+    S = _matrix("test", test).astype(G.dtype)
     if S.shape != G.shape:
-        raise ValueError(f"Gamma has shape {G.shape} but Sigma has shape {S.shape}")
+        raise ValueError(f"Gamma has shape {G.shape} but test has shape {S.shape}")
     R = _inverse_sqrt_psd(G)
     return jnp.eye(G.shape[-1], dtype=G.dtype) - R @ S @ R
 
 
-def overthinking_term(Gamma, Sigma, k) -> jax.Array:
+@_checks.renamed_argument("Sigma", "test")
+def overthinking_term(Gamma, test, k) -> jax.Array:
     """Remark 4.1's ``tr(M^{2k})``, ``M = I − Γ^{-1/2} Σ Γ^{-1/2}``; ``k >= 0`` scalar or array (``inf`` allowed).
 
     Equals :func:`limit_error` (with ``P = Γ⁻¹``) only when ``Γ`` and ``Σ`` commute; in
@@ -380,7 +385,7 @@ def overthinking_term(Gamma, Sigma, k) -> jax.Array:
     symmetric positive definite raises ``ValueError`` naming ``Gamma``.
     """
     _checks.real_number("k", k, minimum=0, allow_inf=True)
-    mu = jnp.abs(jnp.linalg.eigvalsh(overthinking_matrix(Gamma, Sigma)))
+    mu = jnp.abs(jnp.linalg.eigvalsh(overthinking_matrix(Gamma, test)))
     k = _checks.float_array("k", k, mu.dtype)
     return jnp.sum(mu ** (2 * k[..., None]), axis=-1)
 
@@ -401,7 +406,8 @@ class BestK(NamedTuple):
     spectral_radius: jax.Array
 
 
-def best_k(P, Sigma, k_max: int) -> BestK:
+@_checks.renamed_argument("Sigma", "test")
+def best_k(P, test, k_max: int) -> BestK:
     """The number of CoT steps that minimises :func:`limit_error` over ``k = 1..k_max``.
 
     The argmin is taken over ``log ||B^k||_F²`` from the rescaled power iteration of
@@ -414,12 +420,12 @@ def best_k(P, Sigma, k_max: int) -> BestK:
     ``spectral_radius ≤ 1`` and ``B`` normal it never does).
     """
     k_max = _checks.static_int("k_max", k_max, minimum=1)
-    return _best_k_and_limit_error(P, Sigma, k_max)[0]
+    return _best_k_and_limit_error(P, test, k_max)[0]
 
 
-def _best_k_and_limit_error(P, Sigma, k_max: int):
+def _best_k_and_limit_error(P, test, k_max: int):
     """``(best_k(P, Σ, k_max), limit_error(P, Σ, k_max))`` from one power iteration (:func:`on_grid` needs both)."""
-    P, S, B = _iteration(P, Sigma)
+    P, S, B = _iteration(P, test)
     all_errs, all_logs = _log_limit_error(B, k_max)
     errs, log_errs = all_errs[1:], all_logs[1:]
     log_errs = jnp.where(jnp.isnan(log_errs), jnp.inf, log_errs)

@@ -28,8 +28,8 @@ def check_fits(nbytes: float, what: str, hint: str) -> None:
 @contextlib.contextmanager
 def cli_names(**names):
     """Re-raise a ``ValueError``/``TypeError`` whose message starts with an API argument's name with the
-    command-line option in front: ``cli_names(Sigma="--target t.npy")`` turns ``"Sigma is singular"`` into
-    ``"--target t.npy: Sigma is singular"`` (the library names its arguments, the CLI user knows the options)."""
+    command-line option in front: ``cli_names(test="--target t.npy")`` turns ``"test is singular"`` into
+    ``"--target t.npy: test is singular"`` (the library names its arguments, the CLI user knows the options)."""
     try:
         yield
     except (ValueError, TypeError) as exc:

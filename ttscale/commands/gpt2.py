@@ -10,7 +10,7 @@ import time
 HELP = "train GPT-2 (Flax NNX) with test-time CoT on aligned and tilted data; error vs k beside the LSA"
 
 #: ``--size`` choices and their rough wall time (kept here so ``--help`` needs no JAX import;
-#: a test checks they match ttscale.gpt2.EXPERIMENT_SIZES / SIZE_TIMES).
+#: a test checks they match ttscale.experiments.gpt2.EXPERIMENT_SIZES / SIZE_TIMES).
 SIZES = {
     "tiny": "tiny model, d=3, 20 steps: ~1 min on a CPU (smoke test)",
     "cpu": "2-layer width-32 model, d=5, n=20,30,40, k<=12: ~30 min on 2 CPU cores",
@@ -70,8 +70,8 @@ def summary_lines(ds) -> list[str]:
 
 
 def parse_scenarios(text: str) -> tuple[str, ...]:
-    """``--scenarios``: a non-empty comma list of distinct names from ``ttscale.gpt2.SCENARIOS``."""
-    from ttscale.gpt2 import SCENARIOS
+    """``--scenarios``: a non-empty comma list of distinct names from ``ttscale.experiments.gpt2.SCENARIOS``."""
+    from ttscale.experiments.gpt2 import SCENARIOS
 
     names = tuple(s.strip() for s in str(text).split(",") if s.strip())
     if not names:
@@ -95,10 +95,11 @@ def _ints(flag: str, text: str, count=None) -> tuple:
 
 
 def experiment_from_args(args):
-    """The size's :class:`ttscale.gpt2.GPT2Experiment` with the command line's overrides."""
+    """The size's :class:`ttscale.experiments.gpt2.GPT2Experiment` with the command line's overrides."""
     from ttscale import gpt2
+    from ttscale.experiments import gpt2 as study
 
-    exp = gpt2.resolve_size(args.size)
+    exp = study.resolve_size(args.size)
     changes = {}
     for flag, field in (("steps", "steps"), ("k_train", "k_train"), ("d", "d"), ("k_max", "k_max"), ("m", "m")):
         value = getattr(args, flag)
@@ -129,8 +130,9 @@ def experiment_from_args(args):
 
 
 def run(args) -> int:
-    from ttscale import gpt2
+    from ttscale import gpt2, plots
     from ttscale.commands import prepare_out_dir
+    from ttscale.experiments import gpt2 as study
 
     exp = experiment_from_args(args)
     scenarios = parse_scenarios(args.scenarios)
@@ -139,13 +141,13 @@ def run(args) -> int:
     protocols = gpt2.PROTOCOLS if args.protocol == "both" else (args.protocol,)
     for protocol in protocols:
         start = time.perf_counter()
-        ds = gpt2.gpt2_experiment(exp, out=args.out, protocol=protocol, seed=args.seed,
-                                  progress=not args.no_progress, scenarios=scenarios)
+        ds = study.gpt2_experiment(exp, out=args.out, protocol=protocol, seed=args.seed,
+                                   progress=not args.no_progress, scenarios=scenarios)
         wall = time.perf_counter() - start
         print("\n".join(summary_lines(ds)))
         print(f"wall time ({ds.attrs['label']}): {wall:.1f} s")
         if args.out is not None:
-            fig = gpt2.plot_gpt2(ds)
+            fig = plots.plot_gpt2(ds)
             label = ds.attrs["label"]
             path = os.path.join(args.out, f"gpt2_{label}.png")
             fig.savefig(path, dpi=120)

@@ -253,7 +253,7 @@ def run(args) -> int:
     Sigma = load_target(args.target, pool.d)
     criteria = sel.CRITERIA if args.criterion == "all" else (args.criterion,)
     results = {}
-    with cli_names(Sigma=f"--target {args.target}", k="--k"):
+    with cli_names(test=f"--target {args.target}", k="--k"):
         for c in criteria:
             results[c] = sel.select_mixture(pool, Sigma, c, k=args.k, aggregate=args.aggregate)
     mixtures = {c: np.asarray(s.probs) for c, s in results.items()}

@@ -11,7 +11,7 @@ sweep) and returns the network's parameters as a tuple of arrays.
 
 * a model file (``.npz`` written by :func:`ttscale.gpt2.save_model`, or a training checkpoint);
 * a training folder holding ``checkpoint.npz`` (``train_gpt2(..., out=DIR)``) or ``model.npz``;
-* a folder of per-training-length models ``DIR/n<N>/`` (as :func:`ttscale.gpt2.gpt2_experiment`
+* a folder of per-training-length models ``DIR/n<N>/`` (as :func:`ttscale.experiments.gpt2.gpt2_experiment`
   writes under ``out/<label>/<scenario>/``): the cell with training length ``n`` uses ``n<n>``; a cell
   whose ``n`` has no model gets ``nan`` parameters, so its errors are ``inf``;
 * a :class:`ttscale.gpt2.GPT2` object (Python only).
