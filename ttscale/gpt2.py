@@ -457,17 +457,12 @@ def _restore_leaves(template, arrays, what: str):
     return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(b, dtype=a.dtype) for a, b in zip(leaves, arrays)])
 
 
-def _atomic_savez(path: str, arrays: dict) -> None:
-    with store.atomic_file(path, suffix=".npz") as fh:
-        np.savez(fh, **arrays)
-
-
 def save_model(path: str, model: GPT2) -> None:
     """Write the config and parameters of ``model`` to ``path`` (``.npz``, written atomically)."""
     config = _check_model(model)
     arrays = {f"param_{i:04d}": a for i, a in enumerate(_leaves(nnx.state(model, nnx.Param)))}
     arrays["config"] = np.asarray(json.dumps(config.to_dict()))
-    _atomic_savez(path, arrays)
+    store.save_npz(path, **arrays)
 
 
 def _model_from_arrays(data) -> GPT2:
@@ -721,7 +716,7 @@ def train_gpt2(key, config: GPT2TrainConfig, cov: Covariance, out: str | None = 
             arrays.update({f"opt_{i:04d}": a for i, a in enumerate(_leaves(opt_state))})
             arrays.update(config=np.asarray(json.dumps(config.model.to_dict())), train_config=np.asarray(meta), losses=losses,
                           train_seconds=np.asarray(earlier + time.perf_counter() - start))
-            _atomic_savez(_checkpoint_path(out), arrays)
+            store.save_npz(_checkpoint_path(out), **arrays)
         if bar is not None:
             bar.update(config.chunk)
             bar.set_postfix(loss=f"{float(np.mean(chunk_losses)):.3g}")

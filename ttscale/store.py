@@ -447,6 +447,18 @@ def load_dataset(path):
     return ds
 
 
+def save_npz(path, **arrays) -> None:
+    """``np.savez(path, **arrays)`` written atomically (:func:`atomic_file`), creating the directory.
+
+    The one writer of ``.npz`` files (trained parameters, training and GPT-2 checkpoints).
+    """
+    import numpy as np
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_file(str(path), suffix=".npz") as fh:
+        np.savez(fh, **arrays)
+
+
 def write_text(path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically, creating the directory."""
     path = os.fspath(path)

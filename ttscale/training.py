@@ -685,13 +685,6 @@ def check_finite_result(config: TrainConfig, result: TrainResult) -> None:
 
 
 # ============================================================================ files
-def _atomic_savez(path: str, **arrays) -> None:
-    """``np.savez`` to ``path`` through :func:`ttscale.store.atomic_file` (creates the directory)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with store.atomic_file(path, suffix=".npz") as fh:
-        np.savez(fh, **arrays)
-
-
 def save_params(path: str, params: LSAParams, config: TrainConfig | None = None, **extra) -> None:
     """Write ``W``, ``V`` (bit-exact) and the config JSON to one ``.npz`` file, atomically.
 
@@ -706,7 +699,7 @@ def save_params(path: str, params: LSAParams, config: TrainConfig | None = None,
         arrays["config_json"] = np.asarray(config.to_json())
     for name, value in extra.items():
         arrays[name] = np.asarray(value)
-    _atomic_savez(path, **arrays)
+    store.save_npz(path, **arrays)
 
 
 def load_params(path: str) -> LSAParams:
@@ -740,7 +733,7 @@ def _save_checkpoint(path: str, state: TrainState, losses: np.ndarray, key, conf
     """Parameters, optimiser state, step, losses, key and the config JSON (checked on resume) to ``path``, atomically."""
     leaves = jax.tree_util.tree_leaves((state.theta, state.opt_state))
     arrays = {f"leaf_{i}": np.asarray(a) for i, a in enumerate(leaves)}
-    _atomic_savez(
+    store.save_npz(
         path,
         step=np.asarray(state.step),
         losses=np.asarray(losses),
