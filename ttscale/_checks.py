@@ -214,3 +214,25 @@ def renamed_argument(old: str, new: str):
         return wrapper
 
     return decorate
+
+
+def simplex(name: str, probs, size: int | None = None, atol: float = 1e-6, negative_atol: float = 0.0) -> None:
+    """Raise ``ValueError`` naming ``name`` unless concrete ``probs [..., L]`` is a point of the simplex.
+
+    Finite, ``≥ −negative_atol``, summing to 1 within ``atol · max(1, L)`` along the last axis; with ``size``,
+    ``L`` must equal it. Traced values are not checked (the caller validated them before ``jit``).
+    """
+    if not is_concrete(probs):
+        return
+    probs = np.asarray(probs, np.float64)
+    if size is not None and probs.shape[-1:] != (size,):
+        raise ValueError(f"{name} must hold one probability per task ({size}), got shape {probs.shape}")
+    if probs.ndim < 1 or probs.shape[-1] == 0:
+        raise ValueError(f"{name} must be a non-empty vector of probabilities")
+    if not np.all(np.isfinite(probs)):
+        raise ValueError(f"{name} has non-finite entries")
+    if np.any(probs < -negative_atol):
+        raise ValueError(f"{name} must be non-negative (a point of the simplex), got {probs.tolist()}")
+    total = probs.sum(axis=-1)
+    if np.any(np.abs(total - 1.0) > atol * max(1, probs.shape[-1])):
+        raise ValueError(f"{name} must sum to 1 (a point of the simplex), got sum {np.asarray(total).tolist()}")

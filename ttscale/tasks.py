@@ -104,16 +104,7 @@ class TaskMixture:
 
 
 def _check_simplex(name: str, probs, L: int, atol: float = 1e-6) -> None:
-    probs = np.asarray(probs, np.float64)
-    if probs.shape[-1:] != (L,):
-        raise ValueError(f"{name} must hold one probability per task ({L}), got shape {probs.shape}")
-    if not np.all(np.isfinite(probs)):
-        raise ValueError(f"{name} has non-finite entries")
-    if np.any(probs < 0):
-        raise ValueError(f"{name} must be non-negative (a point of the simplex), got {probs.tolist()}")
-    total = probs.sum(axis=-1)
-    if np.any(np.abs(total - 1.0) > atol * max(1, L)):
-        raise ValueError(f"{name} must sum to 1 (a point of the simplex), got sum {np.asarray(total).tolist()}")
+    _checks.simplex(name, probs, size=L, atol=atol)
 
 
 def _stack_covariances(covariances) -> Covariance:

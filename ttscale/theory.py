@@ -153,16 +153,8 @@ def mixture_preconditioner(covs, ns, probs, noise=0.0) -> jax.Array:
 
 
 def check_simplex(name: str, probs, atol: float = 1e-5) -> None:
-    """Raise ``ValueError`` unless a concrete ``probs`` is non-negative and sums to 1."""
-    if not _checks.is_concrete(probs):
-        return
-    _checks.check_finite(name, probs)
-    probs = np.asarray(probs)
-    if np.any(probs < -atol):
-        raise ValueError(f"{name} must be non-negative, got {probs}")
-    total = float(np.sum(probs))
-    if abs(total - 1.0) > atol * max(1, probs.shape[-1]):
-        raise ValueError(f"{name} must sum to 1, got sum {total:.6g}")
+    """Raise ``ValueError`` unless a concrete ``probs`` is non-negative and sums to 1 (within ``atol``)."""
+    _checks.simplex(name, probs, atol=atol, negative_atol=atol)
 
 
 def _iteration(P, test) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -269,16 +269,7 @@ def _finite_float(name: str, value) -> float:
 
 
 def _check_simplex(name: str, probs, atol: float = 1e-6) -> None:
-    probs = np.asarray(probs, np.float64)
-    if probs.ndim < 1 or probs.shape[-1] == 0:
-        raise ValueError(f"{name} must be a non-empty vector of probabilities")
-    if not np.all(np.isfinite(probs)):
-        raise ValueError(f"{name} has non-finite entries")
-    if np.any(probs < 0):
-        raise ValueError(f"{name} must be non-negative, got {probs.tolist()}")
-    total = probs.sum(axis=-1)
-    if np.any(np.abs(total - 1.0) > atol * max(1, probs.shape[-1])):
-        raise ValueError(f"{name} must sum to 1, got sum {np.asarray(total).tolist()}")
+    _checks.simplex(name, probs, atol=atol)
 
 
 # ============================================================================ task mixtures (and their deprecated forms)
