@@ -8,7 +8,7 @@ from ttscale import cot
 
 
 CASES = [  # (seed, d, n, m, k, alpha_train, alpha_test)
-    (0, 2, 5, 3, 1, 0.0, 0.0),
+    pytest.param(0, 2, 5, 3, 1, 0.0, 0.0, marks=pytest.mark.full),  # k = 1, d = 2: covered by the larger cases (suite time)
     (1, 3, 10, 7, 4, 1.0, 0.5),
     (2, 5, 20, 12, 6, 0.7, 0.0),
     (3, 4, 8, 30, 9, 1.5, 1.0),
