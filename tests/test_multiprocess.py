@@ -101,7 +101,7 @@ def _check(results, *names):
         return
     text = "\n".join(f"--- {n} (exit {results[n][0]}) stderr:\n{results[n][2][-4000:]}" for n in names)
     match = _NO_COLLECTIVES.search(text)
-    if match:
+    if match and not os.environ.get("CI"):  # CI's machine has gloo: there this is a failure, never a skip
         pytest.skip(f"CPU collectives do not work here: {match.group(0)}")
     pytest.fail(f"{', '.join(failed)} failed:\n{text}")
 

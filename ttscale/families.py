@@ -315,12 +315,7 @@ def _covariance(where: str, value):
             if isinstance(value, spectra.Covariance):
                 cov = spectra.check_covariance("cov", value)
             else:
-                arr = np.asarray(value)
-                if arr.dtype.kind == "c":
-                    raise ValueError(f"holds complex numbers (dtype {arr.dtype}); a covariance must be real")
-                if arr.dtype.kind not in "fiu":
-                    raise ValueError(f"must hold real numbers, got dtype {arr.dtype}")
-                arr = arr.astype(np.float64)
+                arr = _real_array(None, value)
                 if arr.ndim == 1:
                     cov = spectra.from_eigenvalues(arr)
                 elif arr.ndim == 2:
@@ -336,6 +331,17 @@ def _covariance(where: str, value):
     return spectra.Covariance(eig, basis)
 
 
+def _real_array(where, value) -> np.ndarray:
+    """``value`` as a float64 array; complex or non-numeric input is a ``ValueError`` (prefixed ``where: ``)."""
+    arr = np.asarray(value)
+    prefix = f"{where}: " if where else ""
+    if arr.dtype.kind == "c":
+        raise ValueError(f"{prefix}holds complex numbers (dtype {arr.dtype}); a covariance must be real")
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{prefix}must hold real numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
 def _is_psd_matrix(arr: np.ndarray) -> bool:
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or not np.all(np.isfinite(arr)):
         return False
@@ -349,12 +355,7 @@ def _is_psd_matrix(arr: np.ndarray) -> bool:
 def _from_array(where: str, arr, rows: bool = False) -> list:
     """Covariances from an array: ``[d]`` eigenvalues; ``[1, d]``/``[d, 1]`` eigenvalues; ``[d, d]`` a matrix if
     symmetric PSD (unless ``rows``), else eigenvalue rows; ``[S, d]`` rows; ``[S, d, d]`` matrices."""
-    arr = np.asarray(arr)
-    if arr.dtype.kind == "c":
-        raise ValueError(f"{where}: holds complex numbers (dtype {arr.dtype}); a covariance must be real")
-    if arr.dtype.kind not in "fiu":
-        raise ValueError(f"{where}: must hold real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
+    arr = _real_array(where, arr)
     if arr.size == 0:
         raise ValueError(f"{where}: is empty; expected eigenvalues [d] or [S, d], or matrices [d, d] or [S, d, d]")
     if not np.all(np.isfinite(arr)):

@@ -316,11 +316,7 @@ def plot_error_curves(ds: xr.Dataset, stat: str = "mean", m=None, compare=(), la
     from matplotlib.lines import Line2D
 
     _check_stat(stat)
-    ds = _one_model(ds)
-    compare = [_one_model(o) for o in compare]
-    labels = list(labels) if labels is not None else [None] * (1 + len(compare))
-    if len(labels) != 1 + len(compare):
-        raise ValueError(f"labels: need {1 + len(compare)} names (one per dataset), got {len(labels)}")
+    ds, compare, labels = _with_overlays(ds, compare, labels)
     ms = _select_ms(ds, m)
     fig, axes, marks = _error_vs_k_grid(ds, lambda s, mm: f"{_spectrum_title(ds, s)}, {_fmt_m(float(mm))}",
                                         f"{stat} ||ŵ_k − w||²", stat=stat, ms=ms, overlays=compare)
@@ -339,6 +335,16 @@ def plot_error_curves(ds: xr.Dataset, stat: str = "mean", m=None, compare=(), la
     fig.tight_layout()
     _figure_legend(fig, ds.n.values, extra + _exit_handles(marks))
     return fig
+
+
+def _with_overlays(ds, compare, labels):
+    """``(ds, compare, labels)`` with one model per dataset (:func:`_one_model`) and one label per dataset."""
+    ds = _one_model(ds)
+    compare = [_one_model(o) for o in compare]
+    labels = list(labels) if labels is not None else [None] * (1 + len(compare))
+    if len(labels) != 1 + len(compare):
+        raise ValueError(f"labels: need {1 + len(compare)} names (one per dataset), got {len(labels)}")
+    return ds, compare, labels
 
 
 def _default_levels(z):
@@ -365,11 +371,7 @@ def plot_iso_error(ds: xr.Dataset, m=None, levels=None, theory="auto", stat: str
     from matplotlib.lines import Line2D
 
     _check_stat(stat)
-    ds = _one_model(ds)
-    compare = [_one_model(o) for o in compare]
-    labels = list(labels) if labels is not None else [None] * (1 + len(compare))
-    if len(labels) != 1 + len(compare):
-        raise ValueError(f"labels: need {1 + len(compare)} names (one per dataset), got {len(labels)}")
+    ds, compare, labels = _with_overlays(ds, compare, labels)
     if m is None:
         finite = [v for v in ds.m.values if np.isfinite(v)]
         m = max(finite) if finite else ds.m.values[-1]
