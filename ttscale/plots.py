@@ -794,6 +794,9 @@ def plot_gpt2(ds: xr.Dataset) -> plt.Figure:
                     s = cell["gpt2_stderr"].sel(n=n).values
                     ax.fill_between(k, np.maximum(g - s, 1e-12), g + s, color=color, alpha=0.2)
                 ax.plot(k, l, "--", color=color, label=f"LSA Γ⁻¹ n={int(n)}")
+            if "k_train" in ds.attrs and ds.attrs.get("protocol") == "self_rollout":
+                ax.axvline(float(ds.attrs["k_train"]), color="0.5", ls=":", lw=1,
+                           label="training horizon K_train" if j == len(ds.n.values) - 1 else None)
             ax.set_yscale("log")
             ax.set_xlabel("steps k (k = 1: one forward pass; k ≥ 2: CoT)")
             ax.set_ylabel(f"{stat} ||ŵ_k − w||²")
