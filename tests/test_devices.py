@@ -12,6 +12,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from ttscale import cli
@@ -174,31 +175,45 @@ _CACHE_PROBE = """
 import sys, jax.monitoring
 hits = []
 jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event) if "cache_hits" in event else None)
+from ttscale import sweep
+traces = []
+sweep._on_trace = lambda shape, start: traces.append(shape)  # called each time a chunk program is traced
 from ttscale.cli import main
 rc = main(sys.argv[1:])
-print("HITS", len(hits), "RC", rc)
+print("HITS", len(hits), "TRACES", len(traces), "RC", rc)
 """
 
 
 def test_the_cli_keeps_compiled_programs_across_processes(tmp_path):
-    """Two processes run the same sweep: the second loads its big programs from the persistent cache
-    (JAX's cache_hits events), --no-cache and TTSCALE_NO_CACHE=1 turn it off."""
-    cache = tmp_path / "xla"
+    """Two processes run the same sweep: the first stores JAX's compiled programs (xla/) and the engine's
+    executables (aot/); the second traces no chunk program, stores nothing new and writes the same numbers.
+    --no-cache and TTSCALE_NO_CACHE=1 turn both off (the chunk program is traced again, nothing is stored)."""
+    import xarray as xr
+
+    cache = tmp_path / "cache"
     env = dict(os.environ, TTSCALE_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu")
     env.pop("TTSCALE_NO_CACHE", None)
     argv = ["sweep", "--d", "6", "--alpha", "0,1", "--n", "5,20", "--m", "30", "--k-max", "8", "--prompts", "512",
             "--no-progress"]
 
-    def run(*extra, **more_env):
-        out = subprocess.run([sys.executable, "-c", _CACHE_PROBE, *extra, *argv], env=dict(env, **more_env), cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
+    def run(name, *extra, **more_env):
+        out = subprocess.run([sys.executable, "-c", _CACHE_PROBE, *extra, *argv, "--out", str(tmp_path / name)],
+                             env=dict(env, **more_env), cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         line = [ln for ln in out.stdout.splitlines() if ln.startswith("HITS")][-1].split()
-        return int(line[1])
+        return int(line[1]), int(line[3])
 
-    first = run()  # compiles and stores every program (a program met twice in one process is a hit already)
-    stored = len(list(cache.iterdir()))
-    assert stored > 0
-    second = run()  # loads every program: more hits, nothing new stored
-    assert second > first and second >= stored and len(list(cache.iterdir())) == stored, (first, second, stored)
-    assert run("--no-cache") == 0 and run(TTSCALE_NO_CACHE="1") == 0
+    def files():
+        return {p.relative_to(cache) for p in cache.rglob("*") if p.is_file()}
+
+    _, traced = run("a.nc")
+    first = files()
+    assert traced == 1
+    assert any(p.parts[0] == "xla" for p in first) and any(p.parts[0] == "aot" for p in first), first
+    _, traced = run("b.nc")
+    assert traced == 0 and files() == first  # loaded, not traced; nothing new stored
+    a, b = xr.load_dataset(tmp_path / "a.nc"), xr.load_dataset(tmp_path / "b.nc")
+    for name in a.data_vars:
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    assert run("c.nc", "--no-cache")[1] == 1 and run("d.nc", TTSCALE_NO_CACHE="1")[1] == 1
+    assert files() == first

@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="split the CPU into N XLA devices that sweeps shard over (default: one per usable core)")
     parser.add_argument("--no-cache", action="store_true",
                         help="do not keep compiled programs across runs (default: kept in $TTSCALE_CACHE_DIR or "
-                             "~/.cache/ttscale/xla; TTSCALE_NO_CACHE=1 also turns it off)")
+                             "~/.cache/ttscale; TTSCALE_NO_CACHE=1 also turns it off)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in _available().items():
         p = sub.add_parser(name, help=plain(module.HELP), description=plain(module.HELP))

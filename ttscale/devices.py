@@ -129,27 +129,32 @@ def shard_map(f, mesh, in_specs, out_specs):
 
 
 def use_compile_cache(directory: str | None = None) -> str | None:
-    """Keep compiled XLA programs across processes (JAX's persistent compilation cache); returns the directory.
+    """Keep compiled programs across processes; returns the cache directory (``None``: off).
 
-    ``directory`` defaults to ``$TTSCALE_CACHE_DIR``, else ``$XDG_CACHE_HOME/ttscale/xla`` (``~/.cache/...``).
-    ``TTSCALE_NO_CACHE=1`` turns it off (returns ``None``). Every compiled program is stored (sweep-A's
-    37 programs take 316 KB), so a second run of the same shapes (the same sweep, another seed) compiles
-    nothing: ``ttscale sweep --d 20 --alpha 0:2:16 --n 5,10,20,40,80 --m 40 --k-max 32 --prompts 4096``
-    took 6.5 s cold and 4.2 s with the cache on this 2-core machine (2026-12-01).
-    Call before the first compile; the ``ttscale`` command does (``ttscale --no-cache`` to skip).
+    Two caches under ``directory`` (default ``$TTSCALE_CACHE_DIR``, else ``$XDG_CACHE_HOME/ttscale``,
+    i.e. ``~/.cache/ttscale``): ``xla/``, JAX's persistent compilation cache (every compiled program,
+    so a second run of the same shapes skips XLA's compile), and ``aot/``, the sweep engine's own
+    compiled executables (:mod:`ttscale.aot`: a second run of the same shapes also skips tracing and
+    lowering them). ``TTSCALE_NO_CACHE=1`` turns both off. Call before the first compile; the
+    ``ttscale`` command does (``ttscale --no-cache`` to skip). Sweep-A's whole-process times are in
+    ``benchmarks/RESULTS.md``.
     """
     if os.environ.get("TTSCALE_NO_CACHE", "").strip() not in ("", "0"):
         return None
     if directory is None:
         directory = os.environ.get("TTSCALE_CACHE_DIR") or os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ttscale", "xla")
+            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ttscale")
+    xla = os.path.join(directory, "xla")
     try:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(xla, exist_ok=True)
     except OSError:
         return None  # an unwritable cache is no reason to fail a run
     import jax
 
-    jax.config.update("jax_compilation_cache_dir", directory)
+    from ttscale import aot
+
+    jax.config.update("jax_compilation_cache_dir", xla)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    aot.enable(os.path.join(directory, "aot"))
     return directory

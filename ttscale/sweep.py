@@ -66,7 +66,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttscale import _checks, devices, models, summary, theory
+from ttscale import _checks, aot, devices, models, summary, theory
 from ttscale import spectra as spectra_mod
 from ttscale.prompts import Statistics, draw_normals, draw_statistics, prompts_from_root, whitened_statistics
 from ttscale.spectra import Covariance
@@ -97,7 +97,7 @@ def cell_parameters(spec: SweepSpec):
     with _x64():
         train = spec.training_covariances(jnp.float64)
         ns = jnp.asarray(spec.ns, jnp.float64)
-        params = _grid_map(model.init)(train, ns)
+        params = _run_program(_named("sweep.grid_map", model.init), _grid_map(model.init), (train, ns))
         return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), params)
 
 
@@ -111,6 +111,23 @@ def _grid_map(init):
 def _cells_map(fn):
     """``jit(vmap(vmap(fn)))`` over the ``[S, N]`` cell axes of a parameter pytree."""
     return jax.jit(jax.vmap(jax.vmap(fn)))
+
+
+def _named(prefix: str, fn) -> Optional[str]:
+    """``prefix(module.qualname)`` of a ttscale function (:func:`ttscale.aot.stable_name`), else ``None``."""
+    name = aot.stable_name(fn)
+    return None if name is None else f"{prefix}({name})"
+
+
+def _run_program(name: Optional[str], jitted, args: tuple, static: Optional[dict] = None):
+    """``jitted(*args, **static)``; through an executable kept on disk (:mod:`ttscale.aot`) when that is on.
+
+    Off (the plain ``jit`` call) when ``name`` is ``None`` (code outside ttscale), when :func:`ttscale.aot.enable`
+    was not called, or in a multi-process job.
+    """
+    if name is None or aot.directory() is None or jax.process_count() > 1:
+        return jitted(*args, **(static or {}))
+    return aot.compiled(name, jitted, args, static)(*args)
 
 
 #: :func:`ttscale.theory.on_grid` as one compiled program (op by op it was ~23 small programs to trace,
@@ -133,10 +150,12 @@ def theory_on_grid(spec: SweepSpec, params=None) -> Optional[dict]:
         return None
     params = cell_parameters(spec) if params is None else params
     with _x64(), jax.default_device(jax.local_devices(backend="cpu")[0]):
-        P = _cells_map(model.preconditioner)(jax.tree_util.tree_map(jnp.asarray, params))
-        out = _on_grid(P, spec.training_covariances(jnp.float64), spec.test_covariances(jnp.float64),
-                           jnp.asarray(spec.ns, jnp.float64), jnp.asarray(spec.ms, jnp.float64),
-                       jnp.asarray(spec.noise, jnp.float64), k_max=spec.k_max)
+        P = _run_program(_named("sweep.cells_map", model.preconditioner), _cells_map(model.preconditioner),
+                         (jax.tree_util.tree_map(jnp.asarray, params),))
+        out = _run_program("theory.on_grid", _on_grid, (
+            P, spec.training_covariances(jnp.float64), spec.test_covariances(jnp.float64),
+            np.asarray(spec.ns, np.float64), np.asarray(spec.ms, np.float64), np.float64(spec.noise)),
+            {"k_max": spec.k_max})
         return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -303,10 +322,8 @@ def cell_keys(spec: SweepSpec, m_index: int) -> np.ndarray:
     ``fold_in(key(seed), i_m)`` (common random numbers) or
     ``fold_in(fold_in(fold_in(key(seed), i_m), s), i_n)`` for cell ``c = s·N + i_n``.
     """
-    return np.asarray(
-        _cell_key_data(np.uint32(spec.seed), np.uint32(m_index), S=spec.n_spectra, N=len(spec.ns),
-                       crn=spec.common_random_numbers)
-    )
+    static = {"S": spec.n_spectra, "N": len(spec.ns), "crn": spec.common_random_numbers}
+    return np.asarray(_run_program("sweep.cell_key_data", _cell_key_data, (np.uint32(spec.seed), np.uint32(m_index)), static))
 
 
 class _Engine:
@@ -320,7 +337,6 @@ class _Engine:
         S, N = spec.n_spectra, len(spec.ns)
         dtype = np.dtype(spec.dtype)
         flat = lambda x: np.ascontiguousarray(np.reshape(x, (S * N,) + np.shape(x)[2:]), dtype)  # noqa: E731
-        roots = np.asarray(spec.test_covariances(jnp.float32 if spec.dtype == "float32" else None).root(), np.float64)
         with _x64():
             roots = np.asarray(spec.test_covariances(jnp.float64).root())
         self.cells = {
@@ -341,7 +357,20 @@ class _Engine:
         unit = self.n_devices * _PROMPT_BLOCK
         return -(-count // unit) * unit
 
+    def program_name(self, m_index: int, batch: int) -> Optional[str]:
+        """A stable name of the chunk program (:mod:`ttscale.aot`): its :class:`_Shape`, the model's function by name."""
+        shape = self.shape(m_index, batch)
+        errors = aot.stable_name(shape.errors)
+        if errors is None:
+            return None
+        fields = {f.name: getattr(shape, f.name) for f in dataclasses.fields(shape)}
+        fields["errors"] = errors
+        return f"sweep.chunk{sorted(fields.items())!r}"
+
     def program(self, m_index: int, batch: int):
+        return _chunk_program(self.shape(m_index, batch))
+
+    def shape(self, m_index: int, batch: int) -> "_Shape":
         spec = self.spec
         m = spec.ms[m_index]
         m = None if math.isinf(m) else int(m)
@@ -350,11 +379,11 @@ class _Engine:
         bartlett = spec.draws_statistics(spec.ms[m_index])
         group = _cell_group(spec.d, m, spec.k_max, batch // self.n_devices, cells, spec.common_random_numbers, spec.dtype,
                             model.groups, bartlett)
-        return _chunk_program(_Shape(
+        return _Shape(
             d=spec.d, m=m, k_max=spec.k_max, batch=batch, cells=cells, cell_group=group,
             crn=spec.common_random_numbers, noisy=spec.noise > 0, dtype=spec.dtype, n_devices=self.n_devices,
             errors=model.errors, reads=model.reads, groups=model.groups, hints=self.hints, bartlett=bartlett,
-        ))
+        )
 
     def chunk(self, m_index: int, start: int, stop: int, batch: Optional[int] = None):
         """Prompts ``start..stop−1``: errors ``[cells, k_max + 1, stop − start]`` and their :class:`~ttscale.summary.Moments`."""
@@ -363,7 +392,8 @@ class _Engine:
         valid = stop - start
         batch = self.padded(valid) if batch is None else batch
         program = self.program(m_index, batch)
-        errs, scale, mean, m2 = program(self.keys(m_index), self.cells, np.uint32(start), np.int32(valid))
+        errs, scale, mean, m2 = _run_program(self.program_name(m_index, batch), program,
+                                             (self.keys(m_index), self.cells, np.uint32(start), np.int32(valid)))
         errs = _fetch(errs)  # [C, K1, batch]
         scale, mean, m2 = (_fetch(x).astype(np.float64) for x in (scale, mean, m2))  # [devices, C, K1]
         local = batch // self.n_devices
