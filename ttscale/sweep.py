@@ -215,19 +215,28 @@ def _cell_group(d: int, m: Optional[int], k_max: int, local: int, cells: int, cr
     return group
 
 
+_DRAW_BLOCK = 256
+
+
+def _draw_block(local: int) -> int:
+    """Prompts drawn at a time per cell (independent prompts): the largest divisor of ``local`` up to :data:`_DRAW_BLOCK`."""
+    return max(size for size in range(1, min(_DRAW_BLOCK, local) + 1) if local % size == 0 and size % _PROMPT_BLOCK == 0
+               ) if local % _PROMPT_BLOCK == 0 else local
+
+
 def _blocks(x, block: int):
     """``[b, ...]`` → ``[b / block, block, ...]`` (``None`` stays ``None``)."""
     return None if x is None else x.reshape((x.shape[0] // block, block) + x.shape[1:])
 
 
-def _draw(key_data, first, shape: _Shape):
+def _draw(key_data, first, shape: _Shape, count: Optional[int] = None):
     """Per-prompt base arrays of ``local`` prompts: ``(S_Z, g, ee, w)`` for statistics, ``(Z, ε, w)`` for prompts.
 
     Statistics come from :func:`~ttscale.prompts.draw_statistics` (Bartlett) when ``shape.bartlett``,
     else from the drawn prompt (:func:`~ttscale.prompts.whitened_statistics` of
     :func:`~ttscale.prompts.draw_normals`); both are counter-based in the prompt index.
     """
-    local = shape.batch // shape.n_devices
+    local = shape.batch // shape.n_devices if count is None else count
     key = jax.random.wrap_key_data(key_data)
     if shape.bartlett:
         return draw_statistics(key, first, local, shape.d, shape.m, jnp.dtype(shape.dtype), shape.noisy)
@@ -293,8 +302,18 @@ def _chunk_program(shape: _Shape):
             errs = jax.lax.map(lambda grp: _block_errors(base, grp, shape, vmapped=True), groups)
             errs = errs.reshape((shape.cells,) + errs.shape[2:])
         else:
+            draw_block = _draw_block(local)
+
             def per_cell(cell):
-                return _block_errors(_draw(cell["key"], first, shape), cell, shape, vmapped=False)
+                if draw_block == local:
+                    return _block_errors(_draw(cell["key"], first, shape), cell, shape, vmapped=False)
+
+                def one(i):  # draw a cache-resident block of prompts, then run every k on it
+                    start = first + (i * draw_block).astype(jnp.uint32)
+                    return _block_errors(_draw(cell["key"], start, shape, draw_block), cell, shape, vmapped=False)
+
+                out = jax.lax.map(one, jnp.arange(local // draw_block, dtype=jnp.uint32))  # [nb, K1, block]
+                return jnp.moveaxis(out, 0, 1).reshape(out.shape[1], local)
 
             errs = jax.lax.map(per_cell, dict(cells, key=keys), batch_size=G)
         scale, mean, m2 = summary.chunk_moments(errs, in_chunk)
