@@ -223,7 +223,8 @@ def main(argv=None, model: str = "pseudo_newton", name: str = "sweep-A") -> dict
             rng_jax = rng_seconds_jax(cells, args.prompts, d, m, args.chunk, args.repeats)
             share_tt = rng_jax / tt["median_s"]
             extra = (f"  RNG share (independent): NumPy {100 * share_np:.0f}% ({bres.rng_seconds:.2f} s of the last run); "
-                     f"ttscale's sampler drawing the same normals alone {rng_jax:.2f} s = {100 * share_tt:.0f}% of ttscale's median")
+                     f"ttscale's prompt sampler (draw_normals) drawing the same d·m-per-prompt normals alone {rng_jax:.2f} s = "
+                     f"{100 * share_tt:.0f}% of ttscale's median (its default statistics sampler draws d(d+1)/2 + d per prompt)")
             results.setdefault("rng", {}).update(numpy_s=bres.rng_seconds, numpy_share=share_np, jax_s=rng_jax,
                                                  jax_share=share_tt)
         print(f"  agreement ({scheme}): max z = {agree['max_z']:.2f} over {agree['compared']} cells×k, "

@@ -145,3 +145,50 @@ def test_a_loaded_program_that_calls_lapack_runs_in_a_fresh_process(tmp_path):
     first = run()
     assert any(tmp_path.joinpath("aot").iterdir())
     assert run() == first
+
+
+_XLA_PROBE = """
+import sys
+import ttscale
+from ttscale import aot, sweep
+from ttscale.devices import use_compile_cache
+from ttscale.sweep_spec import SweepSpec
+use_compile_cache(sys.argv[1])
+mode = sys.argv[2]
+if mode == "xla-only":
+    aot.disable()
+if mode == "poison":  # the unguarded store: executables that JAX's persistent cache loaded are kept as they are
+    aot._fresh_compile = lambda lowered: lowered.compile()
+spec = SweepSpec(d=4, alphas=(0.0, 1.0), ns=(5, 20), ms=(12,), k_max=6, prompts=64, noise=0.2)
+ds = sweep.run_sweep(spec, progress=False)
+print("RESULT", repr(float(ds["mean"].sum())), repr(float(ds["limit_error"].sum())), repr(float(ds["median"].sum())))
+"""
+
+
+def test_programs_first_met_in_jaxs_persistent_cache_are_kept_correctly(tmp_path):
+    """jaxlib cannot re-serialise an executable that JAX's persistent compilation cache loaded (the file loads,
+    then running it fails with "Function ... not found"). A run after an aot-less run (JAX's cache already
+    holds every program) must keep freshly compiled executables that the next process can run; and a file
+    made the unguarded way is deleted when it fails, the call falling back to jit with the same numbers."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("TTSCALE_NO_CACHE", None)  # tests/conftest.py sets it for the suite
+
+    def run(cache, mode):
+        out = subprocess.run([sys.executable, "-c", _XLA_PROBE, str(cache), mode], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, (mode, out.stderr[-2000:])
+        return [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")][-1]
+
+    cache = tmp_path / "a"
+    reference = run(cache, "xla-only")  # fills JAX's cache only
+    assert run(cache, "both") == reference  # JAX's cache hits: recompiled under a key of its own, then kept
+    kept = sorted(p.name for p in (cache / "aot").iterdir())
+    assert len(kept) >= 4
+    assert run(cache, "both") == reference  # loads what was kept: it runs
+    assert sorted(p.name for p in (cache / "aot").iterdir()) == kept
+
+    poisoned = tmp_path / "b"
+    assert run(poisoned, "xla-only") == reference
+    assert run(poisoned, "poison") == reference  # keeps broken re-serialised executables
+    assert run(poisoned, "both") == reference  # they fail to run: deleted, the calls fall back to jit
+    assert run(poisoned, "both") == reference

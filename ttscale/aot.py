@@ -139,12 +139,85 @@ def compiled(name: Optional[str], jitted, args: tuple, static: Optional[dict] = 
         return hit
     path = os.path.join(_directory, f"{k}.bin") if (_directory is not None and name is not None) else None
     program = _load(path) if path is not None else None
-    if program is None:
-        program = jitted.lower(*args, **static).compile()
-        if path is not None:
-            _store(path, program)
+    if program is not None:
+        _unverified.add(k)
+    else:
+        lowered = jitted.lower(*args, **static)
+        if path is None:
+            program = lowered.compile()
+        else:
+            program = _fresh_compile(lowered)
+            if program is not None:
+                _store(path, program)
+            else:
+                program = lowered.compile()
     _loaded[k] = program
     return program
+
+
+def call(name: Optional[str], jitted, args: tuple, static: Optional[dict] = None):
+    """``jitted(*args, **static)`` through :func:`compiled`. A kept executable that fails to run is a damaged or
+    foreign file: it is deleted and the call is made as a plain ``jit`` call instead (nothing is lost)."""
+    import jax
+
+    program = compiled(name, jitted, args, static)
+    k = key(name or f"<unnamed {id(jitted)}>", args, sorted(dict(static or {}).items())) if _unverified else None
+    try:
+        out = program(*args)
+        if k in _unverified:  # the first run of a loaded file: wait for it, so that a failure surfaces here
+            jax.block_until_ready(out)
+            _unverified.discard(k)
+        return out
+    except Exception:  # noqa: BLE001 - e.g. JaxRuntimeError "Function ... not found"
+        if k not in _unverified or _loaded.get(k) is not program:
+            raise
+        _unverified.discard(k)
+        del _loaded[k]
+        if _directory is not None:
+            try:
+                os.unlink(os.path.join(_directory, f"{k}.bin"))
+            except OSError:
+                pass
+        return jitted(*args, **(static or {}))
+
+
+_unverified: set = set()  # keys of executables loaded from files that have not run yet, this process
+_xla_cache_hits = [0]
+
+
+def _count_xla_cache_hits(event: str, **kwargs) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _xla_cache_hits[0] += 1
+
+
+@functools.lru_cache(maxsize=1)
+def _listen() -> None:
+    import jax
+
+    jax.monitoring.register_event_listener(_count_xla_cache_hits)
+
+
+#: A compile option set to its default value (fast math is off by default): it changes nothing in the executable
+#: (tests/test_aot.py checks the numbers) but gives the compile a key
+#: of its own in JAX's persistent compilation cache (:func:`_fresh_compile`).
+_OWN_KEY = {"xla_cpu_enable_fast_math": False}
+
+
+def _fresh_compile(lowered):
+    """``lowered.compile()``, made by XLA in this process (``None`` if that cannot be had).
+
+    An executable that JAX's persistent compilation cache loaded does not serialise correctly (jaxlib 0.10:
+    the file loads, then running it fails with ``Function <name> not found``), so a compile that was a hit
+    of that cache is redone under a key of its own there (:data:`_OWN_KEY`); if that is a hit too (an older
+    entry of this module), ``None``: the program is then compiled each run and never kept here.
+    """
+    _listen()
+    for options in (None, _OWN_KEY):
+        before = _xla_cache_hits[0]
+        program = lowered.compile() if options is None else lowered.compile(compiler_options=options)
+        if _xla_cache_hits[0] == before:
+            return program
+    return None
 
 
 def _load(path: str):

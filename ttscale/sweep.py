@@ -127,7 +127,7 @@ def _run_program(name: Optional[str], jitted, args: tuple, static: Optional[dict
     """
     if name is None or aot.directory() is None or jax.process_count() > 1:
         return jitted(*args, **(static or {}))
-    return aot.compiled(name, jitted, args, static)(*args)
+    return aot.call(name, jitted, args, static)
 
 
 #: :func:`ttscale.theory.on_grid` as one compiled program (op by op it was ~23 small programs to trace,
