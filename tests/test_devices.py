@@ -190,7 +190,11 @@ def test_the_cli_keeps_compiled_programs_across_processes(tmp_path):
     --no-cache and TTSCALE_NO_CACHE=1 turn both off (the chunk program is traced again, nothing is stored)."""
     import xarray as xr
 
+    from ttscale import aot
+
     cache = tmp_path / "cache"
+    (cache / "xla" / "0123456789abcdef").mkdir(parents=True)  # another source's cache: removed
+    (cache / "xla" / "0123456789abcdef" / "entry").write_bytes(b"x")
     env = dict(os.environ, TTSCALE_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu")
     env.pop("TTSCALE_NO_CACHE", None)
     argv = ["sweep", "--d", "6", "--alpha", "0,1", "--n", "5,20", "--m", "30", "--k-max", "8", "--prompts", "512",
@@ -210,6 +214,7 @@ def test_the_cli_keeps_compiled_programs_across_processes(tmp_path):
     first = files()
     assert traced == 1
     assert any(p.parts[0] == "xla" for p in first) and any(p.parts[0] == "aot" for p in first), first
+    assert {p.parts[1] for p in first} == {aot.source_digest()[:16]}  # one directory per ttscale source
     _, traced = run("b.nc")
     assert traced == 0 and files() == first  # loaded, not traced; nothing new stored
     a, b = xr.load_dataset(tmp_path / "a.nc"), xr.load_dataset(tmp_path / "b.nc")

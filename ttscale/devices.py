@@ -132,29 +132,56 @@ def use_compile_cache(directory: str | None = None) -> str | None:
     """Keep compiled programs across processes; returns the cache directory (``None``: off).
 
     Two caches under ``directory`` (default ``$TTSCALE_CACHE_DIR``, else ``$XDG_CACHE_HOME/ttscale``,
-    i.e. ``~/.cache/ttscale``): ``xla/``, JAX's persistent compilation cache (every compiled program,
-    so a second run of the same shapes skips XLA's compile), and ``aot/``, the sweep engine's own
-    compiled executables (:mod:`ttscale.aot`: a second run of the same shapes also skips tracing and
-    lowering them). ``TTSCALE_NO_CACHE=1`` turns both off. Call before the first compile; the
-    ``ttscale`` command does (``ttscale --no-cache`` to skip). Sweep-A's whole-process times are in
-    ``benchmarks/RESULTS.md``.
+    i.e. ``~/.cache/ttscale``), each in a subdirectory named by the digest of ttscale's source
+    (:func:`ttscale.aot.source_digest`): ``xla/<digest>/``, JAX's persistent compilation cache (every
+    compiled program, so a second run of the same shapes skips XLA's compile), and ``aot/<digest>/``, the
+    sweep engine's own compiled executables (:mod:`ttscale.aot`: a second run of the same shapes also skips
+    tracing and lowering them). Per-source directories because jaxlib cannot re-serialise an executable that
+    JAX's cache loaded, so the engine's programs must be compiled afresh once per ttscale source; the
+    directories of other sources are removed. ``TTSCALE_NO_CACHE=1`` turns both caches off. Call before the
+    first compile; the ``ttscale`` command does (``ttscale --no-cache`` to skip). Sweep-A's whole-process
+    times are in ``benchmarks/RESULTS.md``.
     """
     if os.environ.get("TTSCALE_NO_CACHE", "").strip() not in ("", "0"):
         return None
     if directory is None:
         directory = os.environ.get("TTSCALE_CACHE_DIR") or os.path.join(
             os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ttscale")
-    xla = os.path.join(directory, "xla")
+    from ttscale import aot
+
+    digest = aot.source_digest()[:16]
+    xla = os.path.join(directory, "xla", digest)
     try:
         os.makedirs(xla, exist_ok=True)
     except OSError:
         return None  # an unwritable cache is no reason to fail a run
+    for kind in ("xla", "aot"):
+        _remove_other_entries(os.path.join(directory, kind), keep=digest)
     import jax
-
-    from ttscale import aot
 
     jax.config.update("jax_compilation_cache_dir", xla)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    aot.enable(os.path.join(directory, "aot"))
+    aot.enable(os.path.join(directory, "aot", digest))
     return directory
+
+
+def _remove_other_entries(folder: str, keep: str) -> None:
+    """Delete what ``folder`` holds besides ``keep`` (caches of other ttscale sources, files of older layouts)."""
+    import shutil
+
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if name == keep:
+            continue
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
