@@ -551,30 +551,9 @@ def _preflight(spec: SweepSpec, out_path) -> None:
                       RuntimeWarning, stacklevel=3)
 
 
-def _prefetch_output_modules() -> None:
-    """Start importing xarray and h5netcdf in a background thread: the Dataset and its file are made last, and
-    their ~0.5 s of imports then overlap the compiled chunks, which run without holding the GIL (a CLI sweep's
-    whole-process time; Python's per-module import locks make the main thread's later import wait for it)."""
-    import sys
-    import threading
-
-    if "xarray" in sys.modules and "h5netcdf" in sys.modules:
-        return
-
-    def load():
-        try:
-            import h5netcdf  # noqa: F401
-            import xarray  # noqa: F401
-        except ImportError:  # the main thread's own import reports it
-            pass
-
-    threading.Thread(target=load, name="ttscale-import-xarray", daemon=True).start()
-
-
 def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
     from ttscale import store, summary
 
-    _prefetch_output_modules()
 
     writer = jax.process_index() == 0
     # Every process reads the finished chunks (``out`` must be on a filesystem all hosts see);
