@@ -258,6 +258,7 @@ def test_sweep_scripts_run_quick(capsys):
 def test_other_scripts_run_quick():
     import gpt2_tokens
     import profile_sweep  # noqa: F401  (imports cleanly; run via `ttscale bench profile`)
+    import sweep_parts  # noqa: F401  (likewise: `ttscale bench parts`)
     import scaling
     import train_lsa
 

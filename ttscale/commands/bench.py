@@ -22,6 +22,7 @@ BENCHMARKS = {
     "gpt2-tokens": ("gpt2_tokens.py", [], "GPT-2 forward / CoT tokens/s vs a NumPy forward"),
     "scaling": ("scaling.py", [], "cost vs d, prompts, k_max (ttscale only)"),
     "profile": ("profile_sweep.py", [], "where sweep-A's time goes (engine pieces in isolation)"),
+    "parts": ("sweep_parts.py", [], "sweep-A's chunk program with its sampler or kernel ablated"),
 }
 DEFAULT = ("sweep-a", "sweep-a-lsa", "train-lsa", "gpt2-tokens", "scaling")
 
