@@ -71,7 +71,10 @@ def main(argv=None) -> dict:
         b = base[-1].shape[0]
         s = jnp.sum(base[0], axis=(1, 2)) + jnp.sum(base[-1], axis=1)
         out = jnp.broadcast_to(s[None, :], (shape.k_max + 1, b))
-        return out[None] if vmapped else out
+        if not vmapped:
+            return out
+        group = jnp.sum(cells["noise"])  # [G] cells of a common-random-numbers group
+        return out[None] + jnp.zeros((cells["noise"].shape[0], 1, 1), out.dtype) * group
 
     print(f"# sweep-A chunk program, m = {args.m}, {'common random numbers' if args.crn else 'independent prompts'}, "
           f"{jax.device_count()} devices, best of {args.repeats}")
