@@ -22,7 +22,7 @@ echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3
 for m in 40 200; do
   echo "m = $m  NumPy script, prompts:  $(timed 5 python benchmarks/numpy_sweep_a.py --m $m --out "$out/r.npz")"
   echo "m = $m  NumPy script, Bartlett: $(timed 5 python benchmarks/numpy_sweep_a.py --m $m --sampler wishart --out "$out/r.npz")"
-  ttscale "${sweep[@]}" --m $m --prompts 4096 --out "$out/warm.nc" > /dev/null  # fills the cache
+  ttscale "${sweep[@]}" --m $m --prompts 4096 --out "$out/warm$m.nc" > /dev/null  # fills the cache
   echo "m = $m  ttscale, warm cache:    $(timed 5 ttscale "${sweep[@]}" --m $m --prompts 4096 --out "$out/r.nc")"
   echo "m = $m  ttscale --no-cache:     $(timed 3 ttscale --no-cache "${sweep[@]}" --m $m --prompts 4096 --out "$out/r.nc")"
 done
