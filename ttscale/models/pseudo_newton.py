@@ -124,9 +124,9 @@ def errors(params: PseudoNewtonParams, stats: Statistics, k_max: int, unroll=Non
 
 
 #: Largest ``d`` for which the diagonal kernel runs prompts-minor with the matvec unrolled over ``j``
-#: (:func:`_diagonal_unrolled`). Measured (one CPU core, 80 cells × 2048 prompts × 32 steps, blocks of 8):
-#: d = 10: 0.090 s vs 0.173 s batched-dot; d = 20: 0.187 vs 0.376; d = 28: 0.349 vs 0.581; d = 32: 0.476 vs
-#: 0.401; d = 40: 1.018 vs 0.842 — past d ≈ 30 a block's ``S_Z`` (d² · 8 · 4 B) leaves the L1 cache.
+#: (:func:`_diagonal_unrolled`). ``python benchmarks/kernel_layouts.py`` (one CPU core, 80 cells × 2048
+#: prompts × 32 steps, blocks of 8): d = 10: 0.075 s vs 0.148 s batched dot; d = 20: 0.172 vs 0.356; d = 28:
+#: 0.289 vs 0.498; from d ≈ 32 the two are within noise (a block's ``S_Z``, d² · 8 · 4 B, leaves L1).
 UNROLLED_MAX_D = 28
 
 

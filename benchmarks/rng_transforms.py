@@ -1,0 +1,74 @@
+"""Random-number options for the statistics sampler, one device: XLA's Threefry vs Philox bits, and erfinv vs
+Box–Muller normals.
+
+    python benchmarks/rng_transforms.py [--repeats 3]
+
+Each figure: 80 cells × 2048 prompts × 230 numbers (sweep-A's Bartlett draw at d = 20: 190 below-diagonal
+normals, 20 for w, 20 for the χ² candidates), best of ``--repeats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ttscale import prompts, rng
+
+COUNT, CELLS, WIDTH = 2048, 80, 230
+
+
+def best_of(fn, args, repeats):
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bits(algorithm):
+    @jax.jit
+    def run(keys):
+        def one(k):
+            state = jnp.concatenate([jax.random.key_data(k).astype(jnp.uint32), jnp.zeros(2, jnp.uint32)])
+            words = jax.lax.rng_bit_generator(state, (COUNT * WIDTH,), dtype=jnp.uint32, algorithm=algorithm)[1]
+            return jnp.sum(words.reshape(COUNT, WIDTH), axis=0)
+        return jax.lax.map(one, keys)
+    return run
+
+
+def normals(kind):
+    @jax.jit
+    def run(keys):
+        def one(k):
+            words = prompts._prompt_words(k, 0, COUNT, WIDTH, 3)
+            if kind == "erfinv":
+                return jnp.sum(rng.words_to_normal(words, jnp.float32), axis=0)
+            u = prompts._words_to_uniform(words[:, :WIDTH // 2], jnp.float32)
+            v = prompts._words_to_uniform(words[:, WIDTH // 2:], jnp.float32)
+            r, t = jnp.sqrt(-2 * jnp.log(u)), np.float32(2 * np.pi) * v
+            return jnp.sum(r * jnp.cos(t), axis=0) + jnp.sum(r * jnp.sin(t), axis=0)
+        return jax.lax.map(one, keys)
+    return run
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    keys = jax.random.split(jax.random.key(0), CELLS)
+    A = jax.lax.RandomAlgorithm
+    print(f"# {CELLS} cells x {COUNT} prompts x {WIDTH} numbers, one device, best of {args.repeats}")
+    print(f"Threefry words (the sampler's):  {best_of(bits(A.RNG_THREE_FRY), (keys,), args.repeats):.3f} s")
+    print(f"Philox words:                    {best_of(bits(A.RNG_PHILOX), (keys,), args.repeats):.3f} s")
+    print(f"normals, erfinv (the sampler's): {best_of(normals('erfinv'), (keys,), args.repeats):.3f} s")
+    print(f"normals, Box-Muller:             {best_of(normals('box_muller'), (keys,), args.repeats):.3f} s")
+
+
+if __name__ == "__main__":
+    main()
