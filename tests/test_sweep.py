@@ -494,6 +494,25 @@ def test_pseudo_newton_kernel_forms_agree_and_blocks_change_nothing():
     np.testing.assert_allclose(alone[0, 0], whole[1, 1], rtol=1e-6)
 
 
+@pytest.mark.parametrize("d", [5, 12])
+def test_prompts_minor_kernel_equals_the_batched_dot_kernel(monkeypatch, d):
+    """The diagonal kernel's two layouts (prompts-minor for d <= UNROLLED_MAX_D, batched dot beyond) give the
+    same errors to float32 round-off, with label noise and a zero eigenvalue (a coordinate that never moves)."""
+    eig = np.linspace(2.0, 0.3, d)
+    eig[-1] = 0.0
+    cov = tts.from_eigenvalues(eig)
+    stats = tts.sample_statistics(jax.random.key(11), cov, 3 * d, 40, noise=0.3, method="prompts")
+    P = jnp.abs(jax.random.normal(jax.random.key(12), (d,))) * 0.2
+    pn = models.pseudo_newton
+    assert d <= pn.UNROLLED_MAX_D
+    minor = pn.errors(pn.PseudoNewtonParams(P), stats, 12)
+    monkeypatch.setattr(pn, "UNROLLED_MAX_D", 0)
+    batched = pn.errors(pn.PseudoNewtonParams(P), stats, 12)
+    assert minor.shape == batched.shape == (40, 13)
+    np.testing.assert_allclose(minor, batched, rtol=2e-5, atol=1e-7)
+    assert not np.allclose(minor[:, 1:], minor[:, :1])  # the iteration moved
+
+
 # ----------------------------------------------------------------------------- statistics in bounded memory
 def test_per_prompt_errors_spill_to_disk_beyond_the_host_budget_and_change_nothing(monkeypatch, base_ds):
     from ttscale import summary
