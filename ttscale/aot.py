@@ -6,8 +6,7 @@ process still traces and lowers each program, which was most of a CLI sweep's fi
 machine). This module keeps the *compiled executable* itself
 (``jax.experimental.serialize_executable``) in a directory, one file per program:
 
-    compiled = aot.compiled("theory.on_grid", jitted, args, static={"k_max": 32})
-    out = compiled(*args)
+    out = aot.call("theory.on_grid", jitted, args, static={"k_max": 32})   # = jitted(*args, k_max=32)
 
 The file name is a SHA-256 of everything that determines the executable: the program's name and
 static settings, the abstract signature of its arguments (pytree structure, shape, dtype, weak type
@@ -18,11 +17,15 @@ stale executable is never loaded. Only programs whose functions are ttscale's ow
 functions may be kept (:func:`stable_name`): a model defined elsewhere, or a closure, is compiled as
 usual every run (the persistent compilation cache still applies).
 
-Off until :func:`enable` is called; the ``ttscale`` command enables it (``--no-cache`` or
-``TTSCALE_NO_CACHE=1`` turn it off), in ``$TTSCALE_CACHE_DIR/aot`` (default ``~/.cache/ttscale/aot``).
-A file that cannot be read back (truncated, from another build) is recompiled and replaced; an
-unwritable directory only means nothing is kept. Loading runs code from the cache directory
-(pickle): point it only at a directory you own, as for any compilation cache.
+Off until :func:`enable` is called; :func:`ttscale.use_compile_cache` (which the ``ttscale`` command calls;
+``--no-cache`` or ``TTSCALE_NO_CACHE=1`` turn it off) enables it in ``$TTSCALE_CACHE_DIR/aot/<source digest>``
+(default ``~/.cache/ttscale/aot/...``). Two jaxlib 0.10 pitfalls are handled here: a loaded CPU program
+that calls LAPACK (``eigh``, ``solve``) needs LAPACK set up first or it crashes the process, and an
+executable that JAX's own persistent cache loaded does not re-serialise correctly (so only executables
+compiled in this process are kept: :func:`_fresh_compile`). A file that cannot be read back is recompiled
+and replaced, one that loads but fails on its first run is deleted and the call made as a plain ``jit``
+call (:func:`call`); an unwritable directory only means nothing is kept. Loading runs code from the cache
+directory (pickle): point it only at a directory you own, as for any compilation cache.
 """
 
 from __future__ import annotations
