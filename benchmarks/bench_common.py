@@ -90,6 +90,20 @@ def time_call(fn: Callable, repeats: int = 3, warmup: bool = True) -> dict:
     return out
 
 
+def best_warm_seconds(fn: Callable, repeats: int = 3) -> float:
+    """Best of ``repeats`` warm calls of ``fn()`` (one call first to compile), each waited for with
+    ``jax.block_until_ready``: the figure of the micro-benchmarks (kernel layouts, RNG options, ablations)."""
+    import jax
+
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def time_numpy(fn: Callable, repeats: int = 3) -> dict:
     """Median of ``repeats`` calls of a NumPy function (no compile) → ``{"times_s", "median_s", "result"}``."""
     times = []

@@ -11,24 +11,18 @@ layout (:func:`ttscale.models.pseudo_newton._diagonal_unrolled`), and their larg
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_common as bc  # noqa: E402
 from ttscale import prompts
 from ttscale.models import pseudo_newton as pn
-
-
-def best_of(fn, args, repeats):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main(argv=None):
@@ -57,8 +51,8 @@ def main(argv=None):
             return run
 
         batched, minor = layout(0), layout(10**6)
-        tb = best_of(batched, (S_Z, w), args.repeats) * cells
-        tm = best_of(minor, (S_Z, w), args.repeats) * cells
+        tb = bc.best_warm_seconds(lambda: batched(S_Z, w), args.repeats) * cells
+        tm = bc.best_warm_seconds(lambda: minor(S_Z, w), args.repeats) * cells
         eb, em = np.asarray(batched(S_Z, w)), np.asarray(minor(S_Z, w))
         rel = np.max(np.abs(eb - em) / np.maximum(eb, 1e-30))
         print(f"d = {d:3d}: batched dot {tb:.3f} s, prompts-minor {tm:.3f} s, max rel. difference {rel:.1e}")

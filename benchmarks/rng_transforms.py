@@ -10,25 +10,19 @@ normals, 20 for w, 20 for the χ² candidates), best of ``--repeats``.
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_common as bc  # noqa: E402
 from ttscale import prompts, rng
 
 COUNT, CELLS, WIDTH = 2048, 80, 230
-
-
-def best_of(fn, args, repeats):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def bits(algorithm):
@@ -64,10 +58,9 @@ def main(argv=None):
     keys = jax.random.split(jax.random.key(0), CELLS)
     A = jax.lax.RandomAlgorithm
     print(f"# {CELLS} cells x {COUNT} prompts x {WIDTH} numbers, one device, best of {args.repeats}")
-    print(f"Threefry words (the sampler's):  {best_of(bits(A.RNG_THREE_FRY), (keys,), args.repeats):.3f} s")
-    print(f"Philox words:                    {best_of(bits(A.RNG_PHILOX), (keys,), args.repeats):.3f} s")
-    print(f"normals, erfinv (the sampler's): {best_of(normals('erfinv'), (keys,), args.repeats):.3f} s")
-    print(f"normals, Box-Muller:             {best_of(normals('box_muller'), (keys,), args.repeats):.3f} s")
+    for label, fn in (("Threefry words (the sampler's): ", bits(A.RNG_THREE_FRY)), ("Philox words:                   ", bits(A.RNG_PHILOX)),
+                      ("normals, erfinv (the sampler's):", normals("erfinv")), ("normals, Box-Muller:            ", normals("box_muller"))):
+        print(f"{label} {bc.best_warm_seconds(lambda: fn(keys), args.repeats):.3f} s")
 
 
 if __name__ == "__main__":

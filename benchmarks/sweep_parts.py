@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,14 +47,9 @@ def main(argv=None) -> dict:
         batch = engine.padded(spec.prompts)
         program = engine.program(0, batch)
         call_args = (engine.keys(0), engine.cells, np.uint32(0), np.int32(spec.prompts))
-        jax.block_until_ready(program(*call_args))
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(program(*call_args))
-            times.append(time.perf_counter() - t0)
-        print(f"{label:<34} {min(times):.3f} s")
-        return min(times)
+        best = bc.best_warm_seconds(lambda: program(*call_args), args.repeats)
+        print(f"{label:<34} {best:.3f} s")
+        return best
 
     real_draw, real_block = sweep._draw, sweep._block_errors
 

@@ -135,11 +135,16 @@ def compiled(name: Optional[str], jitted, args: tuple, static: Optional[dict] = 
     compile without the disk (still kept for this process). ``static``: the static keyword arguments
     (part of the key). Returns a ``jax.stages.Compiled``, called with the non-static arguments.
     """
+    return _compiled(name, jitted, args, static)[1]
+
+
+def _compiled(name, jitted, args, static):
+    """``(key, program)`` of :func:`compiled`."""
     static = dict(static or {})
     k = key(name or f"<unnamed {id(jitted)}>", args, sorted(static.items()))
     hit = _loaded.get(k)
     if hit is not None:
-        return hit
+        return k, hit
     path = os.path.join(_directory, f"{k}.bin") if (_directory is not None and name is not None) else None
     program = _load(path) if path is not None else None
     if program is not None:
@@ -155,7 +160,7 @@ def compiled(name: Optional[str], jitted, args: tuple, static: Optional[dict] = 
             else:
                 program = lowered.compile()
     _loaded[k] = program
-    return program
+    return k, program
 
 
 def call(name: Optional[str], jitted, args: tuple, static: Optional[dict] = None):
@@ -163,8 +168,7 @@ def call(name: Optional[str], jitted, args: tuple, static: Optional[dict] = None
     foreign file: it is deleted and the call is made as a plain ``jit`` call instead (nothing is lost)."""
     import jax
 
-    program = compiled(name, jitted, args, static)
-    k = key(name or f"<unnamed {id(jitted)}>", args, sorted(dict(static or {}).items())) if _unverified else None
+    k, program = _compiled(name, jitted, args, static)
     try:
         out = program(*args)
         if k in _unverified:  # the first run of a loaded file: wait for it, so that a failure surfaces here
