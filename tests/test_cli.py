@@ -227,3 +227,31 @@ def test_help_imports_no_jax():
     import ttscale
 
     assert set(ttscale.__all__) <= set(dir(ttscale)) and callable(ttscale.run_sweep) and ttscale.models.REGISTRY
+
+
+def test_the_command_exits_fast_yet_keeps_its_output_exit_code_and_file(tmp_path):
+    """``cli.console`` (the installed ``ttscale``) skips interpreter teardown with ``os._exit``: what it printed to a
+    pipe (block-buffered), its exit code, its ``atexit`` handlers and the file it wrote must all survive that."""
+    import os
+    import subprocess
+    import sys
+
+    import xarray as xr
+
+    probe = ("import atexit, sys\natexit.register(lambda: print('ATEXIT_RAN', file=sys.stderr))\n"
+             "print('UNFLUSHED_LINE')\nfrom ttscale.cli import console\nconsole()\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("TTSCALE_NO_CACHE", "PYTHONUNBUFFERED")}  # a user's buffering
+    run = lambda *argv: subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True,  # noqa: E731
+                                       timeout=300, env=env)
+    out = tmp_path / "s.nc"
+    done = run("--no-cache", "sweep", "--d", "3", "--alpha", "0,1", "--n", "4", "--m", "8", "--k-max", "2", "--prompts", "16",
+               "--no-progress", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "UNFLUSHED_LINE" in done.stdout and str(out) in done.stdout  # the pipe's buffer was flushed
+    assert "ATEXIT_RAN" in done.stderr  # the atexit handler ran
+    with xr.open_dataset(out) as ds:
+        assert ds["mean"].shape == (2, 1, 1, 3) and bool(np.isfinite(ds["mean"]).all())
+    bad = run("sweep", "--d", "0", "--out", str(tmp_path / "bad.nc"))
+    assert bad.returncode == 2 and "--d must be >= 1" in bad.stderr and "ATEXIT_RAN" in bad.stderr
+    usage = run("sweep", "--help")
+    assert usage.returncode == 0 and "--prompts" in usage.stdout

@@ -138,8 +138,11 @@ def chi_squares(key, start, count: int, dofs, dtype=jnp.float32, stream: int = _
     ``t ≥ 1`` of draw ``(p, j)`` is Threefry-2x32 of the counter ``(p, t·k + j)`` under
     ``fold_in(key, stream + 1)``. Each draw keeps its first accepted attempt, so it depends only on
     ``(key, p, j)`` — not on ``count``, ``start`` or which other draws were rejected. Rejected draws
-    (each is accepted with probability ``> 0.95``; ~0.2 % at ``k ≈ 40``) are retried in compacted
-    batches (``lax.while_loop``) until all are accepted. ``dofs``: static whole numbers ``≥ 0``.
+    (each is accepted with probability ``> 0.95``; ~0.2 % at ``k ≈ 40``) are retried until all are
+    accepted (``lax.while_loop``), a compacted batch of prompts per trip — every prompt with a rejected
+    draw, up to ``max(16, count/16)`` of them: finding rows among ``count`` costs a twentieth of finding
+    draws among ``count · k`` (sweep-A: 0.11 s instead of 0.21 s per 327 680 prompts × 20 draws on one
+    core). ``dofs``: static whole numbers ``≥ 0``.
     """
     dofs = np.asarray(dofs, np.int64).reshape(-1)
     if dofs.size == 0 or np.any(dofs < 0):
@@ -166,36 +169,36 @@ def chi_squares(key, start, count: int, dofs, dtype=jnp.float32, stream: int = _
     value, done = candidate(rng_mod.words_to_normal(words[:, :half], dtype).astype(dtype),
                             _words_to_uniform(words[:, half:], dtype).astype(dtype), slice(None))
 
-    total = count * k
-    capacity = int(min(total, max(256, total // 16)))  # draws retried per loop trip
+    rows_cap = int(min(count, max(16, count // 16)))  # prompts (rows of k draws) retried per loop trip
     retry_key = jax.random.key_data(jax.random.fold_in(key, stream + 1)).astype(jnp.uint32).reshape(-1)[:2]
     first = jnp.asarray(start, jnp.uint32)
+    cols = jnp.arange(k, dtype=jnp.uint32)[None]
 
     def more(state):
         return ~jnp.all(state[1])
 
     def retry(state):
         value, done, attempts = state
-        flat = jnp.nonzero(~done.reshape(-1), size=capacity, fill_value=total)[0]  # rejected draws, padded
-        safe = jnp.minimum(flat, total - 1)
-        row, col = safe // k, safe % k
-        t = attempts.reshape(-1)[safe]
-        p = first + row.astype(jnp.uint32)
-        tag = t * jnp.uint32(k) + col.astype(jnp.uint32)
+        rows = jnp.nonzero(~jnp.all(done, axis=1), size=rows_cap, fill_value=count)[0]  # prompts with a rejected draw
+        safe = jnp.minimum(rows, count - 1)
+        was = done[safe]  # [R, k]
+        p = jnp.broadcast_to((first + safe.astype(jnp.uint32))[:, None], was.shape).reshape(-1)
+        tag = (attempts[safe] * jnp.uint32(k) + cols).reshape(-1)
+        n = p.shape[0]
         if f32:
             pair = jex_random.threefry_2x32(retry_key, jnp.concatenate([p, tag]))
-            z = rng_mod.words_to_normal(pair[:capacity, None], dtype)[:, 0]
-            u = _words_to_uniform(pair[capacity:, None], dtype)[:, 0]
+            z = rng_mod.words_to_normal(pair[:n, None], dtype)[:, 0]
+            u = _words_to_uniform(pair[n:, None], dtype)[:, 0]
         else:  # two words per number: counters (p, 2·tag) and (p, 2·tag + 1)
             y0 = jex_random.threefry_2x32(retry_key, jnp.concatenate([p, 2 * tag]))
             y1 = jex_random.threefry_2x32(retry_key, jnp.concatenate([p, 2 * tag + 1]))
-            z = rng_mod.words_to_normal(jnp.stack([y0[:capacity], y0[capacity:]], -1), dtype)[:, 0]
-            u = _words_to_uniform(jnp.stack([y1[:capacity], y1[capacity:]], -1), dtype)[:, 0]
-        new, ok = candidate(z.astype(dtype), u.astype(dtype), col)
-        value = value.reshape(-1).at[flat].set(jnp.where(ok, new, value.reshape(-1)[safe]), mode="drop")
-        done = done.reshape(-1).at[flat].set(ok, mode="drop")
-        attempts = attempts.reshape(-1).at[flat].add(jnp.uint32(1), mode="drop")
-        return value.reshape(count, k), done.reshape(count, k), attempts.reshape(count, k)
+            z = rng_mod.words_to_normal(jnp.stack([y0[:n], y0[n:]], -1), dtype)[:, 0]
+            u = _words_to_uniform(jnp.stack([y1[:n], y1[n:]], -1), dtype)[:, 0]
+        new, ok = candidate(z.astype(dtype).reshape(was.shape), u.astype(dtype).reshape(was.shape), slice(None))
+        value = value.at[rows].set(jnp.where(was | ~ok, value[safe], new), mode="drop")
+        done = done.at[rows].set(was | ok, mode="drop")
+        attempts = attempts.at[rows].add(jnp.where(was, jnp.uint32(0), jnp.uint32(1)), mode="drop")
+        return value, done, attempts
 
     attempts = jnp.ones((count, k), jnp.uint32)
     value, _, _ = jax.lax.while_loop(more, retry, (value, done, attempts))
