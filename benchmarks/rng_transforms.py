@@ -1,10 +1,12 @@
-"""Random-number options for the statistics sampler, one device: XLA's Threefry vs Philox bits, and erfinv vs
-Box–Muller normals.
+"""Random-number options for the statistics sampler, one device: XLA's Threefry vs Philox bits, erfinv vs
+Box–Muller normals, and the Bartlett diagonal's χ² draws.
 
     python benchmarks/rng_transforms.py [--repeats 3]
 
 Each figure: 80 cells × 2048 prompts × 230 numbers (sweep-A's Bartlett draw at d = 20: 190 below-diagonal
-normals, 20 for w, 20 for the χ² candidates), best of ``--repeats``.
+normals, 20 for w, 20 for the χ² candidates), best of ``--repeats``; the χ² line draws sweep-A's 20 diagonal
+``χ²_{40}, …, χ²_{21}`` per prompt (:func:`ttscale.prompts.chi_squares`, rejections retried) for 80 cells × 4096
+prompts in draw blocks of 256, as the engine does.
 """
 
 from __future__ import annotations
@@ -51,6 +53,19 @@ def normals(kind):
     return run
 
 
+def chi_squares():
+    dofs = 40 - np.arange(20)
+    block = 256
+
+    @jax.jit
+    def run(keys):
+        def one(k):
+            blocks = jnp.arange(2 * COUNT // block, dtype=jnp.uint32) * block
+            return jax.lax.map(lambda start: jnp.sum(prompts.chi_squares(k, start, block, dofs), axis=0), blocks).sum(0)
+        return jax.lax.map(one, keys)
+    return run
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
@@ -59,7 +74,8 @@ def main(argv=None):
     A = jax.lax.RandomAlgorithm
     print(f"# {CELLS} cells x {COUNT} prompts x {WIDTH} numbers, one device, best of {args.repeats}")
     for label, fn in (("Threefry words (the sampler's): ", bits(A.RNG_THREE_FRY)), ("Philox words:                   ", bits(A.RNG_PHILOX)),
-                      ("normals, erfinv (the sampler's):", normals("erfinv")), ("normals, Box-Muller:            ", normals("box_muller"))):
+                      ("normals, erfinv (the sampler's):", normals("erfinv")), ("normals, Box-Muller:            ", normals("box_muller")),
+                      ("chi-squares, 20 per prompt, 4096 prompts:", chi_squares())):
         print(f"{label} {bc.best_warm_seconds(lambda: fn(keys), args.repeats):.3f} s")
 
 
