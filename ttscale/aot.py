@@ -35,6 +35,7 @@ import hashlib
 import os
 import pickle
 import tempfile
+import threading
 from typing import Any, Callable, Optional
 
 _directory: Optional[str] = None
@@ -189,12 +190,12 @@ def call(name: Optional[str], jitted, args: tuple, static: Optional[dict] = None
 
 
 _unverified: set = set()  # keys of executables loaded from files that have not run yet, this process
-_xla_cache_hits = [0]
+_xla_cache_hits = threading.local()  # .count: hits of JAX's persistent cache in this thread (compiles report in the compiling thread)
 
 
 def _count_xla_cache_hits(event: str, **kwargs) -> None:
     if event == "/jax/compilation_cache/cache_hits":
-        _xla_cache_hits[0] += 1
+        _xla_cache_hits.count = getattr(_xla_cache_hits, "count", 0) + 1
 
 
 @functools.lru_cache(maxsize=1)
@@ -220,9 +221,9 @@ def _fresh_compile(lowered):
     """
     _listen()
     for options in (None, _OWN_KEY):
-        before = _xla_cache_hits[0]
+        before = getattr(_xla_cache_hits, "count", 0)
         program = lowered.compile() if options is None else lowered.compile(compiler_options=options)
-        if _xla_cache_hits[0] == before:
+        if getattr(_xla_cache_hits, "count", 0) == before:  # per thread: a sweep compiles its closed forms beside its chunks
             return program
     return None
 

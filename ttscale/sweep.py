@@ -553,6 +553,28 @@ def _preflight(spec: SweepSpec, out_path) -> None:
                       RuntimeWarning, stacklevel=3)
 
 
+def _beside(fn, *args):
+    """A ``Future`` of ``fn(*args)``, computed in a worker thread while the caller goes on.
+
+    The sweep runs its closed forms (:func:`theory_on_grid`) beside the chunks: their Python set-up (LAPACK's,
+    i.e. scipy's import, ~0.15 s on 2 cores; their trace when nothing is cached) overlaps with loading and
+    running the chunk programs, which release the GIL (the CLI's fixed cost at 64 prompts per cell: 1.18 s
+    instead of 1.25 s, ``benchmarks/whole_process.sh``). JAX's ``enable_x64`` and ``default_device`` contexts
+    are per thread. In a multi-process job ``fn`` runs inline: there every process launches its programs in
+    one order.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    if jax.process_count() > 1:
+        done: Future = Future()
+        done.set_result(fn(*args))
+        return done
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ttscale-beside")
+    future = pool.submit(fn, *args)
+    pool.shutdown(wait=False)
+    return future
+
+
 def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
     from ttscale import store, summary
 
@@ -566,10 +588,10 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
     S, N, M, K1 = spec.n_spectra, len(spec.ns), len(spec.ms), spec.k_max + 1
     C = S * N
     params = cell_parameters(spec)
-    forms = theory_on_grid(spec, params)
     engine = _Engine(spec, params)
     chunk = min(spec.chunk, spec.prompts)
     starts = range(0, spec.prompts, chunk)
+    forms_future = _beside(theory_on_grid, spec, params)
     np_dtype = np.dtype(spec.dtype)
 
     total = M * C * spec.prompts
@@ -636,6 +658,7 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
         if bar is not None:
             bar.close()
 
+    forms = forms_future.result()
     import xarray as xr
 
     dims = {"limit_error": ("spectrum", "n", "k"), "one_step_error": ("spectrum", "n", "m"),
