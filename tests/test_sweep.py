@@ -762,31 +762,3 @@ def test_ctrl_c_during_a_sweep_says_where_it_stopped_and_the_rerun_resumes(tmp_p
     assert main(argv) == 0
     np.testing.assert_array_equal(store.read_dataset(str(out))["mean"], base_ds["mean"])
 
-
-def test_closed_forms_computed_beside_the_chunks_keep_their_failures_and_numbers(monkeypatch, tmp_path):
-    """``run_sweep`` computes ``theory_on_grid`` in a worker thread while the chunks run: its numbers are those of a
-    direct call, and an exception it raises reaches the caller (and no file is written)."""
-    import threading
-
-    spec = SweepSpec(d=3, alphas=(0.0, 1.0), ns=(4.0,), ms=(9.0,), k_max=3, prompts=32)
-    direct = sweep.theory_on_grid(spec)
-    real = sweep.theory_on_grid
-    threads = []
-
-    def recorded(*args):
-        threads.append(threading.current_thread())
-        return real(*args)
-
-    monkeypatch.setattr(sweep, "theory_on_grid", recorded)
-    ds = run_sweep(spec, progress=False)
-    assert threads and threads[0] is not threading.main_thread()
-    np.testing.assert_array_equal(ds["limit_error"].values, direct["limit_error"].astype(np.float32))
-
-    def broken(*args):
-        raise FloatingPointError("closed forms: boom")
-
-    monkeypatch.setattr(sweep, "theory_on_grid", broken)
-    out = tmp_path / "s.nc"
-    with pytest.raises(FloatingPointError, match="boom"):
-        run_sweep(spec, out=str(out), progress=False)
-    assert not out.exists()

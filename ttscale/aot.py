@@ -251,10 +251,32 @@ def _load(path: str):
 def _initialize_custom_calls() -> None:
     """Set up the LAPACK kernels a loaded CPU executable calls (eigh, solve, ...), as ``jax.export`` does before
     running a deserialised module: they are otherwise set up only while lowering, and a loaded program that
-    reaches one uninitialised crashes the process."""
-    from jax._src.lax import linalg
+    reaches one uninitialised crashes the process. Once per process; waits for a set-up in progress."""
+    with _lapack_lock:
+        if not _lapack_ready:
+            from jax._src.lax import linalg
 
-    linalg.initialize_lapack()
+            linalg.initialize_lapack()
+            _lapack_ready.append(True)
+
+
+_lapack_lock = threading.Lock()
+_lapack_ready: list = []
+
+
+def set_up_lapack(background: bool = False) -> None:
+    """Set up LAPACK for loaded programs now (:func:`_initialize_custom_calls`), or in a daemon thread.
+
+    The set-up is mostly Python (``scipy.linalg``'s import: ~0.15 s on 2 cores), so in the background it
+    overlaps with C++ work that releases the GIL, such as loading other executables; a program that needs
+    LAPACK waits for it when loaded.
+    """
+    if _lapack_ready:
+        return
+    if background:
+        threading.Thread(target=_initialize_custom_calls, name="ttscale-lapack", daemon=True).start()
+    else:
+        _initialize_custom_calls()
 
 
 def _store(path: str, program) -> None:

@@ -391,6 +391,12 @@ class _Engine:
     def program(self, m_index: int, batch: int):
         return _chunk_program(self.shape(m_index, batch))
 
+    def load(self, m_index: int, batch: int) -> None:
+        """Load (or compile and keep) the chunk program of ``(m_index, batch)`` now, as :meth:`chunk` would (:mod:`ttscale.aot`)."""
+        name = self.program_name(m_index, batch)
+        if name is not None and aot.directory() is not None and jax.process_count() == 1:
+            aot.compiled(name, self.program(m_index, batch), (self.keys(m_index), self.cells, np.uint32(0), np.int32(batch)))
+
     def shape(self, m_index: int, batch: int) -> "_Shape":
         spec = self.spec
         m = spec.ms[m_index]
@@ -553,28 +559,6 @@ def _preflight(spec: SweepSpec, out_path) -> None:
                       RuntimeWarning, stacklevel=3)
 
 
-def _beside(fn, *args):
-    """A ``Future`` of ``fn(*args)``, computed in a worker thread while the caller goes on.
-
-    The sweep runs its closed forms (:func:`theory_on_grid`) beside the chunks: their Python set-up (LAPACK's,
-    i.e. scipy's import, ~0.15 s on 2 cores; their trace when nothing is cached) overlaps with loading and
-    running the chunk programs, which release the GIL (the CLI's fixed cost at 64 prompts per cell: 1.18 s
-    instead of 1.25 s, ``benchmarks/whole_process.sh``). JAX's ``enable_x64`` and ``default_device`` contexts
-    are per thread. In a multi-process job ``fn`` runs inline: there every process launches its programs in
-    one order.
-    """
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    if jax.process_count() > 1:
-        done: Future = Future()
-        done.set_result(fn(*args))
-        return done
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ttscale-beside")
-    future = pool.submit(fn, *args)
-    pool.shutdown(wait=False)
-    return future
-
-
 def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
     from ttscale import store, summary
 
@@ -591,7 +575,14 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
     engine = _Engine(spec, params)
     chunk = min(spec.chunk, spec.prompts)
     starts = range(0, spec.prompts, chunk)
-    forms_future = _beside(theory_on_grid, spec, params)
+    if aot.directory() is not None and jax.process_count() == 1 and spec.model_object.preconditioner is not None:
+        # Loaded programs run without tracing, so nothing sets LAPACK up before the loaded closed forms need it:
+        # do it (scipy's import, ~0.15 s of Python) in a thread while this one loads the chunk programs (C++).
+        aot.set_up_lapack(background=True)
+        for mi in range(len(spec.ms)):
+            if any((mi, st, min(st + chunk, spec.prompts)) not in finished for st in starts):
+                engine.load(mi, engine.padded(chunk))
+    forms = theory_on_grid(spec, params)
     np_dtype = np.dtype(spec.dtype)
 
     total = M * C * spec.prompts
@@ -658,7 +649,6 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
         if bar is not None:
             bar.close()
 
-    forms = forms_future.result()
     import xarray as xr
 
     dims = {"limit_error": ("spectrum", "n", "k"), "one_step_error": ("spectrum", "n", "m"),
