@@ -4,9 +4,9 @@ XLA runs one CPU program on one thread except inside large single operations, so
 whose work is many small per-prompt loops, uses one core of a multi-core machine. The sweep
 engine shards the prompts of every chunk over all devices (:func:`ttscale.sweep.run_sweep`);
 with the CPU split into one device per core it uses every core. Measured on the 2-core CI
-machine (``python benchmarks/sweep_a.py --cpu-devices 1`` vs the default 2): sweep-A takes
-0.726 s on one device and 0.423 s on two (common random numbers), 5.93 s and 3.46 s (fresh
-prompts per cell) (``benchmarks/RESULTS.md``). Code that does not shard still runs on device 0, and large
+machine on 2026-12-02 (``python benchmarks/sweep_parts.py --cpu-devices 1`` vs the default 2): sweep-A's
+chunk program (independent prompts) takes 1.098 s on one device and 0.556 s on two
+(``benchmarks/RESULTS.md``). Code that does not shard still runs on device 0, and large
 operations keep using every core there, so nothing else slows down.
 
 JAX reads the setting when it initialises its backends, i.e. at the first JAX operation:
