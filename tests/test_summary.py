@@ -412,3 +412,20 @@ def test_a_spill_larger_than_the_free_disk_is_refused_with_the_numbers(tmp_path,
     with pytest.raises(ValueError, match=r"GiB on disk .* GiB free"):
         PromptErrors(1000, 10**6, np.float32, budget_bytes=100, directory=str(tmp_path))
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("layout", ["kept", "fortran", "float64 into float32"])
+def test_prompt_errors_one_whole_put_is_kept_or_copied_with_the_same_results(layout):
+    """All prompts in one put: a C-contiguous array of the store's dtype is kept as it is (no copy), anything else is
+    copied or cast; the median and moments are those of the data either way, and a second put is still refused."""
+    x = make_errors(dtype=np.float64 if layout == "float64 into float32" else np.float32)
+    given = np.asfortranarray(x) if layout == "fortran" else x
+    with PromptErrors(*x.shape, np.float32) as store:
+        store.put(0, x.shape[1], given)
+        assert (store._data is given) == (layout == "kept")
+        assert_array_equal(store.median(), reference_median(x.astype(np.float32)))
+        mean, _ = finish(store.moments())
+        with pytest.raises(ValueError, match="overlaps"):
+            store.put(0, 1, x[:, :1].astype(np.float32))
+    finite = [r for r in range(x.shape[0]) if np.all(np.isfinite(x[r]))]
+    assert_allclose(mean[finite], reference_mean_stderr(x.astype(np.float32)[finite].astype(np.float64))[0], rtol=1e-6)
