@@ -268,6 +268,10 @@ def test_other_scripts_run_quick():
     assert len(out["rows"]) == 1 and all(r["rate"] > 0 for r in out["rows"])
     out = gpt2_tokens.main(["--quick", "--no-peak", "--repeats", "1"])
     assert out.get("skipped") or all(r["ok"] for r in out["rows"])
+    import engine_settings
+
+    out = engine_settings.main(["--quick", "--rounds", "1", "--repeats", "1", "--workloads", "crn"])
+    assert sorted(out) == ["crn | 512-bit forced", "crn | block 8", "crn | engine"] and all(v[0] > 0 for v in out.values())
 
 
 def test_gpu_script_is_valid_bash_and_cli_lists_benchmarks():

@@ -223,7 +223,7 @@ def _fresh_compile(lowered):
     for options in (None, _OWN_KEY):
         before = getattr(_xla_cache_hits, "count", 0)
         program = lowered.compile() if options is None else lowered.compile(compiler_options=options)
-        if getattr(_xla_cache_hits, "count", 0) == before:  # per thread: a sweep compiles its closed forms beside its chunks
+        if getattr(_xla_cache_hits, "count", 0) == before:  # per thread: another thread's hit is not this compile's
             return program
     return None
 

@@ -460,8 +460,9 @@ class PromptErrors:
         ``0 <= start < stop <= prompts``; each prompt may be put once (``ValueError``
         otherwise, naming the argument). ``errors`` is float, ``>= 0`` (``nan``/``inf``
         allowed) and cast to the store's dtype. An in-memory store given all its prompts in one
-        C-contiguous array of its dtype keeps that array instead of a copy (a one-chunk sweep: 43 MB not
-        copied into fresh pages, ~25 ms of sweep-A); the caller must not modify it afterwards.
+        C-contiguous array of its dtype keeps that array instead of a copy (a one-chunk sweep-A: 43 MB not
+        copied into fresh pages, ~30 ms, ``benchmarks/engine_settings.py --host``); the caller must not modify it
+        afterwards.
         """
         self._check_open()
         start = _int("start", start, 0)

@@ -75,8 +75,8 @@ from ttscale.sweep_spec import SAMPLER, STATISTICS_SAMPLER, SweepSpec  # noqa: F
 _MEMORY_BUDGET = 128 * 2**20  # bytes of per-cell working memory per chunk (sets the cell group size)
 _INDEPENDENT_GROUP = 2  # at most this many cells vmapped together when each draws its own prompts (sweep-A: 2 and 4 within noise, 1 and 8 slower)
 _PROMPT_BLOCK = 16  # prompts per cache-resident block: all k steps run on a block before the next (8 beat 4096 by ~2-4x on CPU;
-# sweep-A chunk program, 2 devices, medians of 7: 16 vs 8 prompts 0.564 vs 0.582 s independent, 0.140 vs 0.153 s CRN,
-# gd 0.563 vs 0.578 s, lsa 1.117 vs 1.154 s)
+# `python benchmarks/engine_settings.py`, sweep-A chunk program, 2 devices, two rounds of medians of 7: 16 vs 8 prompts
+# 0.130 / 0.137 vs 0.142 / 0.151 s with common random numbers, within noise for independent prompts and gd)
 
 
 def _on_trace(shape, start) -> None:
@@ -127,9 +127,14 @@ def _run_program(name: Optional[str], jitted, args: tuple, static: Optional[dict
     Off (the plain ``jit`` call) when ``name`` is ``None`` (code outside ttscale), when :func:`ttscale.aot.enable`
     was not called, or in a multi-process job.
     """
-    if name is None or aot.directory() is None or jax.process_count() > 1:
+    if name is None or not _keeps_programs():
         return jitted(*args, **(static or {}))
     return aot.call(name, jitted, args, static)
+
+
+def _keeps_programs() -> bool:
+    """Compiled programs go through :mod:`ttscale.aot`'s directory: it is on and this is a single-process job."""
+    return aot.directory() is not None and jax.process_count() == 1
 
 
 #: :func:`ttscale.theory.on_grid` as one compiled program (op by op it was ~23 small programs to trace,
@@ -329,9 +334,10 @@ def _chunk_program(shape: _Shape):
 
 
 #: XLA options of the chunk program on CPU, for each cell drawing its own prompts: 512-bit vectors where the CPU has
-#: them (XLA prefers 256 by default; a CPU without AVX-512 is unaffected). Sweep-A's chunk program on this 2-core
-#: AVX-512 machine, medians of 7: pseudo-Newton 0.484-0.491 s against 0.529-0.532 s, gd 0.507 against 0.552 s, lsa
-#: 1.099 against 1.084 s (noise); common random numbers were slower with it (0.136 against 0.126 s) and keep XLA's.
+#: them (XLA prefers 256 by default; a CPU without AVX-512 is unaffected). `python benchmarks/engine_settings.py`,
+#: sweep-A's chunk program on this 2-core AVX-512 machine, two rounds of medians of 7: pseudo-Newton 0.488 / 0.500 s
+#: against 0.539 / 0.520 s, gd 0.499 / 0.458 against 0.512 / 0.517 s; with common random numbers forcing it measured
+#: 0.138 / 0.133 against 0.130 / 0.137 s (no gain), so that program keeps XLA's default.
 _INDEPENDENT_CPU_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 
 
@@ -407,8 +413,12 @@ class _Engine:
     def load(self, m_index: int, batch: int) -> None:
         """Load (or compile and keep) the chunk program of ``(m_index, batch)`` now, as :meth:`chunk` would (:mod:`ttscale.aot`)."""
         name = self.program_name(m_index, batch)
-        if name is not None and aot.directory() is not None and jax.process_count() == 1:
-            aot.compiled(name, self.program(m_index, batch), (self.keys(m_index), self.cells, np.uint32(0), np.int32(batch)))
+        if name is not None and _keeps_programs():
+            aot.compiled(name, self.program(m_index, batch), self._chunk_args(m_index, 0, batch))
+
+    def _chunk_args(self, m_index: int, start: int, valid: int) -> tuple:
+        """The chunk program's arguments: cell keys, per-cell inputs, first prompt, real prompts."""
+        return (self.keys(m_index), self.cells, np.uint32(start), np.int32(valid))
 
     def shape(self, m_index: int, batch: int) -> "_Shape":
         spec = self.spec
@@ -433,7 +443,7 @@ class _Engine:
         batch = self.padded(valid) if batch is None else batch
         program = self.program(m_index, batch)
         errs, scale, mean, m2 = _run_program(self.program_name(m_index, batch), program,
-                                             (self.keys(m_index), self.cells, np.uint32(start), np.int32(valid)))
+                                             self._chunk_args(m_index, start, valid))
         errs = _fetch(errs)  # [C, K1, batch]
         scale, mean, m2 = (_fetch(x).astype(np.float64) for x in (scale, mean, m2))  # [devices, C, K1]
         local = batch // self.n_devices
@@ -588,7 +598,7 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
     engine = _Engine(spec, params)
     chunk = min(spec.chunk, spec.prompts)
     starts = range(0, spec.prompts, chunk)
-    if aot.directory() is not None and jax.process_count() == 1 and spec.model_object.preconditioner is not None:
+    if _keeps_programs() and spec.model_object.preconditioner is not None:
         # Loaded programs run without tracing, so nothing sets LAPACK up before the loaded closed forms need it:
         # do it (scipy's import, ~0.15 s of Python) in a thread while this one loads the chunk programs (C++).
         aot.set_up_lapack(background=True)
