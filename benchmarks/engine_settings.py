@@ -65,15 +65,17 @@ def child(block: int, width: str, workload: str, repeats: int, quick: bool) -> d
     return {"min": min(times), "median": float(np.median(times))}
 
 
-def host_parts(quick: bool) -> dict:
+def host_parts(quick: bool, workload: str = "pseudo_newton") -> dict:
     import ttscale
     from ttscale import summary, sweep, sweep_spec
 
     ttscale.use_cpu_cores()
     spent: dict = {}
+    originals = []
 
     def wrap(owner, name):
         fn = getattr(owner, name)
+        originals.append((owner, name, fn))
 
         @functools.wraps(fn)
         def timed(*a, **k):
@@ -91,14 +93,18 @@ def host_parts(quick: bool) -> dict:
     wrap(summary.PromptErrors, "median")
     wrap(sweep_spec.SweepSpec, "training_covariances")
     wrap(sweep_spec.SweepSpec, "test_covariances")
-    spec = _spec("pseudo_newton", quick)
-    for _ in range(3):
-        sweep.run_sweep(spec, progress=False)
-    spent.clear()
-    calls, t0 = 5, time.perf_counter()
-    for _ in range(calls):
-        sweep.run_sweep(spec, progress=False)
-    out = {"run_sweep": (time.perf_counter() - t0) / calls}
+    spec = _spec(workload, quick)
+    try:
+        for _ in range(3):
+            sweep.run_sweep(spec, progress=False)
+        spent.clear()
+        calls, t0 = 5, time.perf_counter()
+        for _ in range(calls):
+            sweep.run_sweep(spec, progress=False)
+        out = {"run_sweep": (time.perf_counter() - t0) / calls}
+    finally:
+        for owner, name, fn in originals:
+            setattr(owner, name, fn)
     out.update({k: v / calls for k, v in spent.items()})
     return out
 
@@ -117,10 +123,13 @@ def main(argv=None) -> dict:
         print(json.dumps(child(int(block), width, workload, args.repeats, args.quick)))
         return {}
     if args.host:
-        out = host_parts(args.quick)
-        print("# warm run_sweep of sweep-A (m = 40, independent), per call over 5 calls")
-        for name, seconds in sorted(out.items(), key=lambda kv: -kv[1]):
-            print(f"{name:24s} {1000 * seconds:8.1f} ms")
+        out = {}
+        for workload in args.workloads.split(","):
+            parts = host_parts(args.quick, workload)
+            print(f"# warm run_sweep of sweep-A (m = 40, {workload}), per call over 5 calls")
+            for name, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
+                print(f"{name:24s} {1000 * seconds:8.1f} ms", flush=True)
+            out[workload] = parts
         return out
     rows = {}
     print(f"# sweep-A chunk program, median of {args.repeats} warm calls, one process per setting, {args.rounds} rounds")

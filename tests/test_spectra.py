@@ -166,3 +166,15 @@ def test_one_covariance_keeps_float64():
     assert cov.eigenvalues.dtype == np.float64
     back = np.asarray(cov.basis) @ np.diag(cov.eigenvalues) @ np.asarray(cov.basis).T
     np.testing.assert_allclose(back, M, rtol=0, atol=1e-15)
+
+
+def test_stack_of_concrete_covariances_equals_the_traced_stack():
+    """``stack`` stacks concrete covariances on the host: the same values and dtypes as inside ``jit``."""
+    covs = [tts.power_law(4, a) for a in (0.0, 1.5)] + [tts.rotated(jax.random.key(1), tts.power_law(4, 0.5))]
+    for dtype in (None, jnp.float32, jnp.bfloat16):
+        host = tts.stack(covs, dtype)
+        traced = jax.jit(lambda *cs: tts.stack(list(cs), dtype))(*covs)
+        for a, b in ((host.eigenvalues, traced.eigenvalues), (host.basis, traced.basis)):
+            assert isinstance(a, jax.Array) and a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(np.asarray(a, np.float64), np.asarray(b, np.float64))
+    np.testing.assert_array_equal(host.basis[0], np.eye(4))  # the diagonal ones get an explicit identity basis

@@ -39,6 +39,14 @@ def float_array(name: str, x, dtype=None) -> jax.Array:
     if kind in "fiu":
         if dtype is None and kind != "f":
             dtype = jnp.result_type(float)
+        if isinstance(x, (jax.Array, np.ndarray)) and not isinstance(x, jax.core.Tracer):
+            # a host array is cast there and transferred, a device array of the dtype asked is kept: jnp.asarray
+            # would compile a small program per shape to stage it. The dtype is jnp.asarray's (canonical, not weak).
+            target = jax.dtypes.canonicalize_dtype(x.dtype if dtype is None else dtype)
+            if isinstance(x, np.ndarray):
+                return jax.device_put(np.asarray(x, target))
+            if x.dtype == target:
+                return x
         return jnp.asarray(x, dtype=dtype)
     raise TypeError(f"{name} must be a real floating-point array, got dtype kind {kind!r}")
 

@@ -287,12 +287,16 @@ def stack(covs, dtype=None) -> Covariance:
     ds = {c.d for c in covs}
     if len(ds) != 1:
         raise ValueError(f"covs must share one dimension d, got {sorted(ds)}")
-    eig = jnp.stack([jnp.asarray(c.eigenvalues, dtype) for c in covs])
+    # concrete inputs are stacked on the host (exact; op by op, jnp.stack would compile a small program per call)
+    xp = np if _checks.is_concrete(covs) else jnp
+    dtype = None if dtype is None else jnp.dtype(dtype)
+    put = jax.device_put if xp is np else jnp.asarray
+    eig = put(xp.stack([xp.asarray(c.eigenvalues, dtype) for c in covs]))
     if all(c.basis is None for c in covs):
         return Covariance(eig)
     d = ds.pop()
-    bases = [jnp.eye(d, dtype=eig.dtype) if c.basis is None else jnp.asarray(c.basis, eig.dtype) for c in covs]
-    return Covariance(eig, jnp.stack(bases))
+    bases = [xp.eye(d, dtype=eig.dtype) if c.basis is None else xp.asarray(c.basis, eig.dtype) for c in covs]
+    return Covariance(eig, put(xp.stack(bases)))
 
 
 def unstack(covs: Covariance) -> list[Covariance]:

@@ -98,7 +98,7 @@ def cell_parameters(spec: SweepSpec):
     model = spec.model_object
     with _x64():
         train = spec.training_covariances(jnp.float64)
-        ns = jnp.asarray(spec.ns, jnp.float64)
+        ns = np.asarray(spec.ns, np.float64)
         params = _run_program(_named("sweep.grid_map", model.init), _grid_map(model.init), (train, ns))
         return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), params)
 
@@ -142,6 +142,11 @@ def _keeps_programs() -> bool:
 _on_grid = jax.jit(theory.on_grid, static_argnames=("k_max",))
 
 
+#: per-spectrum facts of the grid as compiled programs (op by op each jnp call is a small program to trace and load)
+_hardness = jax.jit(spectra_mod.hardness)
+_roots = jax.jit(Covariance.root)
+
+
 def theory_on_grid(spec: SweepSpec, params=None) -> Optional[dict]:
     """The closed forms of :mod:`ttscale.theory` on the sweep grid, in float64 (NumPy), or ``None``.
 
@@ -158,7 +163,7 @@ def theory_on_grid(spec: SweepSpec, params=None) -> Optional[dict]:
     params = cell_parameters(spec) if params is None else params
     with _x64(), jax.default_device(jax.local_devices(backend="cpu")[0]):
         P = _run_program(_named("sweep.cells_map", model.preconditioner), _cells_map(model.preconditioner),
-                         (jax.tree_util.tree_map(jnp.asarray, params),))
+                         (jax.tree_util.tree_map(jax.device_put, params),))
         out = _run_program("theory.on_grid", _on_grid, (
             P, spec.training_covariances(jnp.float64), spec.test_covariances(jnp.float64),
             np.asarray(spec.ns, np.float64), np.asarray(spec.ms, np.float64), np.float64(spec.noise)),
@@ -378,7 +383,7 @@ class _Engine:
         dtype = np.dtype(spec.dtype)
         flat = lambda x: np.ascontiguousarray(np.reshape(x, (S * N,) + np.shape(x)[2:]), dtype)  # noqa: E731
         with _x64():
-            roots = np.asarray(spec.test_covariances(jnp.float64).root())
+            roots = np.asarray(_run_program("sweep.roots", _roots, (spec.test_covariances(jnp.float64),)))
         self.cells = {
             "params": jax.tree_util.tree_map(flat, params),
             "root": flat(np.broadcast_to(roots[:, None], (S, N) + roots.shape[1:])),
@@ -583,8 +588,10 @@ def _preflight(spec: SweepSpec, out_path) -> None:
 
 
 def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
-    from ttscale import store, summary
+    from ttscale import _background, store, summary
 
+    # the Dataset (and the netCDF file) are made last: their imports overlap the compiled programs' loading and running
+    _background.import_modules("xarray", *(("h5netcdf", "xarray.backends.h5netcdf_") if out_path is not None else ()))
 
     writer = jax.process_index() == 0
     # Every process reads the finished chunks (``out`` must be on a filesystem all hosts see);
@@ -734,7 +741,9 @@ def spectrum_coords(spec: SweepSpec) -> dict:
     out = {"alpha": ("spectrum", np.asarray(grid.coords.get("alpha", np.full(S, np.nan)), np.float64))}
     for name, values in grid.coords.items():
         out.setdefault(name, ("spectrum", np.asarray(values, np.float64)))
-    out["hardness"] = ("spectrum", grid.hardness())
+    with _x64():
+        hardness = np.asarray(_run_program("sweep.hardness", _hardness, (grid.stacked(np.float64),)), np.float64)
+    out["hardness"] = ("spectrum", hardness)
     out["spectrum_label"] = ("spectrum", np.asarray(grid.labels, dtype=str))
     out["spectrum_family"] = ("spectrum", np.asarray(grid.family, dtype=str))
     return out
