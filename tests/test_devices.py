@@ -205,7 +205,10 @@ def test_the_cli_keeps_compiled_programs_across_processes(tmp_path):
                              env=dict(env, **more_env), cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         line = [ln for ln in out.stdout.splitlines() if ln.startswith("HITS")][-1].split()
+        compiled.extend(ln for ln in out.stderr.splitlines() if "Compiling " in ln)  # JAX_LOG_COMPILES=1 only
         return int(line[1]), int(line[3])
+
+    compiled = []
 
     def files():
         return {p.relative_to(cache) for p in cache.rglob("*") if p.is_file()}
@@ -215,8 +218,10 @@ def test_the_cli_keeps_compiled_programs_across_processes(tmp_path):
     assert traced == 1
     assert any(p.parts[0] == "xla" for p in first) and any(p.parts[0] == "aot" for p in first), first
     assert {p.parts[1] for p in first} == {aot.source_digest()[:16]}  # one directory per ttscale source
-    _, traced = run("b.nc")
+    _, traced = run("b.nc", JAX_LOG_COMPILES="1")
     assert traced == 0 and files() == first  # loaded, not traced; nothing new stored
+    # nor any other program compiled: no eager jnp call on the host path either (each is a small program)
+    assert not compiled, "\n".join(compiled)
     a, b = xr.load_dataset(tmp_path / "a.nc"), xr.load_dataset(tmp_path / "b.nc")
     for name in a.data_vars:
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
