@@ -275,7 +275,8 @@ def test_other_scripts_run_quick():
 
 
 def test_gpu_script_is_valid_bash_and_cli_lists_benchmarks():
-    assert subprocess.run(["bash", "-n", str(BENCH / "gpu.sh")]).returncode == 0
+    for script in ("gpu.sh", "whole_process.sh", "compare_fixed_cost.sh"):
+        assert subprocess.run(["bash", "-n", str(BENCH / script)]).returncode == 0, script
     from ttscale.cli import main
 
     assert main(["bench", "list"]) == 0
