@@ -12,6 +12,7 @@ INPUTS = [np.arange(6.0).reshape(2, 3), np.arange(6, dtype=np.float32), np.arang
 DTYPES = [None, jnp.float32, np.float64, jnp.bfloat16, "float16"]
 
 
+@pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64")  # asked for without x64: JAX's own warning
 @pytest.mark.parametrize("x64", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("i", range(len(INPUTS)))
@@ -32,10 +33,15 @@ def test_float_array_matches_jnp_asarray(i, dtype, x64):
 def test_float_array_keeps_a_device_array_of_the_dtype_and_copies_a_host_one():
     dev = jnp.ones(3, jnp.float32)
     assert _checks.float_array("x", dev) is dev and _checks.float_array("x", dev, jnp.float32) is dev
-    host = np.ones(3, np.float32)
-    out = _checks.float_array("x", host)
-    host[0] = 5.0  # the result does not alias the caller's buffer
-    assert float(out[0]) == 1.0
+    # the result neither aliases the caller's buffer nor reads it late (a bare device_put did both, on ~30 % of
+    # these sizes: the transfer is asynchronous and may share aligned host memory on CPU)
+    changed = 0
+    for size in range(1000, 1200):
+        host = np.ones(size, np.float32)
+        out = _checks.float_array("x", host)
+        host[0] = 5.0
+        changed += np.asarray(out)[0] != 1.0
+    assert changed == 0
 
 
 def test_float_array_traced_and_python_inputs_keep_jnp_semantics():

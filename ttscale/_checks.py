@@ -44,7 +44,8 @@ def float_array(name: str, x, dtype=None) -> jax.Array:
             # would compile a small program per shape to stage it. The dtype is jnp.asarray's (canonical, not weak).
             target = jax.dtypes.canonicalize_dtype(x.dtype if dtype is None else dtype)
             if isinstance(x, np.ndarray):
-                return jax.device_put(np.asarray(x, target))
+                # a copy of our own: on CPU the (asynchronous) transfer may alias or read the caller's buffer late
+                return jax.device_put(np.array(x, target, copy=True))
             if x.dtype == target:
                 return x
         return jnp.asarray(x, dtype=dtype)
