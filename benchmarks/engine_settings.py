@@ -5,9 +5,11 @@ and where a warm ``run_sweep`` spends its time outside that program.
 
 Each (workload, setting) runs in a process of its own (the settings are read when the program is built), the
 settings alternating within each round; each line gives the median of ``--repeats`` warm calls of sweep-A's chunk
-program (all 80 cells × 4096 prompts, every device). Settings: ``sweep._PROMPT_BLOCK`` 16 (the engine's) vs 8, and
+program (all 80 cells × 4096 prompts, every device). Settings: ``sweep._PROMPT_BLOCK`` 16 (the engine's) vs 8;
 the chunk program's ``xla_cpu_prefer_vector_width=512`` (``sweep._INDEPENDENT_CPU_OPTIONS``: independent prompts
-only) vs XLA's default width (for CRN, the option forced vs the engine's default). ``--host``: wrappers time the pieces of five warm ``run_sweep`` calls (``PromptErrors.put``,
+only) vs XLA's default width (for CRN, the option forced vs the engine's default); and, for independent prompts,
+XLA's legacy loop-fusion emitters (``sweep._LEGACY_EMITTERS``, the engine's choice on jaxlib 0.10) vs its newer
+fusion emitters (XLA's default; for CRN, the legacy ones forced vs the engine's default). ``--host``: wrappers time the pieces of five warm ``run_sweep`` calls (``PromptErrors.put``,
 the median, the closed forms, ...), per call.
 """
 
@@ -23,8 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-#: label -> (prompt block, vector width: "engine" as sweep._compiler_options decides, "xla" XLA's default, "512" forced)
-SETTINGS = {"engine": (16, "engine"), "block 8": (8, "engine"), "XLA's vector width": (16, "xla"), "512-bit forced": (16, "512")}
+#: label -> (prompt block, compiler options: "engine" as sweep._compiler_options decides, "xla" the same without the
+#: vector width, "512" the width forced (CRN), "new-emitters" the same without the legacy emitters, "legacy" those forced (CRN))
+SETTINGS = {"engine": (16, "engine"), "block 8": (8, "engine"), "XLA's vector width": (16, "xla"), "512-bit forced": (16, "512"),
+            "new fusion emitters": (16, "new-emitters"), "legacy emitters forced": (16, "legacy")}
+#: settings that do not apply: the engine's CRN program has neither option (so each is forced there instead), its
+#: independent programs have both
+SKIP = {"crn": ("XLA's vector width", "new fusion emitters"), "other": ("512-bit forced", "legacy emitters forced")}
 
 
 def _spec(workload: str, quick: bool):
@@ -47,10 +54,22 @@ def child(block: int, width: str, workload: str, repeats: int, quick: bool) -> d
 
     ttscale.use_cpu_cores()
     sweep._PROMPT_BLOCK = block
+    engine_options = sweep._compiler_options
+
+    def without(*names):
+        def options(shape, mesh):
+            kept = {k: v for k, v in (engine_options(shape, mesh) or {}).items() if k not in names}
+            return kept or None
+        return options
+
     if width == "xla":
-        sweep._compiler_options = lambda shape, mesh: None
+        sweep._compiler_options = without("xla_cpu_prefer_vector_width")
     elif width == "512":
         sweep._compiler_options = lambda shape, mesh: {"xla_cpu_prefer_vector_width": 512}
+    elif width == "new-emitters":
+        sweep._compiler_options = without(*sweep._LEGACY_EMITTERS)
+    elif width == "legacy":
+        sweep._compiler_options = lambda shape, mesh: dict(sweep._LEGACY_EMITTERS)
     spec = _spec(workload, quick)
     engine = sweep._Engine(spec)
     batch = engine.padded(spec.prompts)
@@ -136,8 +155,7 @@ def main(argv=None) -> dict:
     for workload in args.workloads.split(","):
         for _ in range(args.rounds):
             for label, (block, width) in SETTINGS.items():
-                # the engine uses 512-bit vectors for independent prompts and XLA's width for CRN: compare the other one
-                if label == ("XLA's vector width" if workload == "crn" else "512-bit forced"):
+                if label in SKIP["crn" if workload == "crn" else "other"]:
                     continue
                 cmd = [sys.executable, __file__, "--child", str(block), width, workload,
                        "--repeats", str(args.repeats)] + (["--quick"] if args.quick else [])

@@ -259,6 +259,7 @@ def test_other_scripts_run_quick():
     import gpt2_tokens
     import profile_sweep  # noqa: F401  (imports cleanly; run via `ttscale bench profile`)
     import sweep_parts  # noqa: F401  (likewise: `ttscale bench parts`)
+    import rng_transforms  # noqa: F401  (run by hand; its variants are timed, not compared)
     import scaling
     import train_lsa
 
@@ -271,7 +272,21 @@ def test_other_scripts_run_quick():
     import engine_settings
 
     out = engine_settings.main(["--quick", "--rounds", "1", "--repeats", "1", "--workloads", "crn"])
-    assert sorted(out) == ["crn | 512-bit forced", "crn | block 8", "crn | engine"] and all(v[0] > 0 for v in out.values())
+    assert sorted(out) == ["crn | 512-bit forced", "crn | block 8", "crn | engine", "crn | legacy emitters forced"]
+    assert all(v[0] > 0 for v in out.values())
+
+
+def test_sampler_variants_time_the_engine_and_agree_with_it():
+    """benchmarks/sampler_variants.py --quick: each variant times the engine's own program; the factor kernel and the
+    slice-built L compute the engine's errors (round-off), an ablation is not compared."""
+    import sampler_variants
+
+    out = sampler_variants.main(["--quick", "--rounds", "1", "--repeats", "1", "--variants", "engine,factor,slices,no LLt"])
+    assert sorted(out["seconds"]) == ["engine", "factor", "no LLt", "slices"]
+    assert all(v[0] > 0 for v in out["seconds"].values())
+    assert sorted(out["max_relative_difference"]) == ["factor", "slices"]
+    assert out["max_relative_difference"]["slices"] <= 1e-6  # the same L (measured: bit for bit), the same product
+    assert out["max_relative_difference"]["factor"] < 1e-2
 
 
 def test_gpu_script_is_valid_bash_and_cli_lists_benchmarks():

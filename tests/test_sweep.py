@@ -513,6 +513,41 @@ def test_prompts_minor_kernel_equals_the_batched_dot_kernel(monkeypatch, d):
     assert not np.allclose(minor[:, 1:], minor[:, :1])  # the iteration moved
 
 
+def test_legacy_fusion_emitters_only_where_known_and_the_same_numbers(monkeypatch):
+    """The independent-prompt CPU chunk program asks for XLA's legacy fusion emitters on the jaxlib series that was
+    measured (an option XLA does not know fails the compile), never with common random numbers; and its per-prompt
+    errors equal those of XLA's default emitters to float32 round-off (label noise, Bartlett draws, d = 12)."""
+    import jaxlib
+
+    from ttscale import devices
+
+    spec = base_spec(d=12, ms=(40.0,), k_max=8, prompts=256, chunk=256, noise=0.3)
+    engine = sweep._Engine(spec)
+    mesh = devices.prompt_mesh(engine.n_devices)
+    independent = engine.shape(0, engine.padded(256))
+    crn = sweep._Engine(spec.replace(common_random_numbers=True)).shape(0, engine.padded(256))
+    for version, legacy in (("0.10.2", True), ("0.10.9", True), ("0.11.0", False), ("1.0.0", False)):
+        monkeypatch.setattr(jaxlib, "__version__", version)
+        options = sweep._compiler_options(independent, mesh)
+        assert options["xla_cpu_prefer_vector_width"] == 512
+        assert ("xla_cpu_use_fusion_emitters" in options) is legacy, version
+        assert sweep._compiler_options(crn, mesh) is None
+    monkeypatch.undo()
+    if not sweep._legacy_emitters_known():
+        pytest.skip(f"jaxlib {jaxlib.__version__}: the engine does not ask for the legacy emitters here")
+    sweep._chunk_program.cache_clear()
+    try:
+        legacy = prompt_errors(spec)
+        monkeypatch.setattr(sweep, "_LEGACY_EMITTERS_JAXLIB", ())
+        sweep._chunk_program.cache_clear()
+        default = prompt_errors(spec)
+    finally:
+        sweep._chunk_program.cache_clear()
+    assert legacy.shape == default.shape == (2, 2, 256, 9)
+    np.testing.assert_allclose(legacy, default, rtol=2e-5, atol=1e-7)
+    assert not np.allclose(legacy[..., 1:], legacy[..., :1])  # the iteration moved
+
+
 # ----------------------------------------------------------------------------- statistics in bounded memory
 def test_per_prompt_errors_spill_to_disk_beyond_the_host_budget_and_change_nothing(monkeypatch, base_ds):
     from ttscale import summary

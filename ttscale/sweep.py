@@ -345,11 +345,29 @@ def _chunk_program(shape: _Shape):
 #: 0.138 / 0.133 against 0.130 / 0.137 s (no gain), so that program keeps XLA's default.
 _INDEPENDENT_CPU_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 
+#: ... and XLA's legacy loop-fusion emitters instead of its newer MLIR fusion emitters, the same numbers 10-13 %
+#: faster here. `python benchmarks/engine_settings.py --rounds 3 --repeats 7` (2026-12-02, a 2-core AMD EPYC VM, one
+#: process per setting) and `python benchmarks/sampler_variants.py --variants "engine,old emitters"`: see
+#: benchmarks/RESULTS.md. With common random numbers they measured slower (0.113-0.118 s against 0.100-0.104 s),
+#: so that program keeps XLA's default. An option XLA does not know fails the compile ("No such compile option"),
+#: and this one may go when the legacy emitters do: it is passed only to the jaxlib series it was measured on.
+_LEGACY_EMITTERS = {"xla_cpu_use_fusion_emitters": False}
+_LEGACY_EMITTERS_JAXLIB = ("0.10",)
+
+
+def _legacy_emitters_known() -> bool:
+    import jaxlib
+
+    return ".".join(jaxlib.__version__.split(".")[:2]) in _LEGACY_EMITTERS_JAXLIB
+
 
 def _compiler_options(shape: "_Shape", mesh) -> Optional[dict]:
     if shape.crn or any(d.platform != "cpu" for d in mesh.devices.flat):
         return None
-    return dict(_INDEPENDENT_CPU_OPTIONS)
+    options = dict(_INDEPENDENT_CPU_OPTIONS)
+    if _legacy_emitters_known():
+        options.update(_LEGACY_EMITTERS)
+    return options
 
 
 @functools.partial(jax.jit, static_argnames=("S", "N", "crn"))

@@ -23,6 +23,7 @@ BENCHMARKS = {
     "scaling": ("scaling.py", [], "cost vs d, prompts, k_max (ttscale only)"),
     "profile": ("profile_sweep.py", [], "where sweep-A's time goes (engine pieces in isolation)"),
     "parts": ("sweep_parts.py", [], "sweep-A's chunk program with its sampler or kernel ablated"),
+    "variants": ("sampler_variants.py", [], "sweep-A's chunk program with other sampler/kernel layouts and XLA options"),
 }
 DEFAULT = ("sweep-a", "sweep-a-lsa", "train-lsa", "gpt2-tokens", "scaling")
 

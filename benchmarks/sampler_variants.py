@@ -1,0 +1,212 @@
+"""Variants of sweep-A's independent-prompt chunk program, measured inside the engine: ablations of the Bartlett
+sampler, other layouts of ``L Lᵀ`` and of the kernel, and XLA CPU options.
+
+    python benchmarks/sampler_variants.py [--rounds 3] [--repeats 5] [--variants engine,factor,...] [--quick]
+
+Each variant swaps ``sweep.draw_statistics`` (the ``factor`` variant also pseudo-Newton's prompts-minor kernel) or
+the chunk program's compiler options, then builds and times the engine's own program (all 80 cells × 4096 prompts,
+every device, best of ``--repeats`` warm calls). The variants alternate within each round in one process, so drift
+falls on all alike. Variants that compute the same quantity also print the largest relative difference of their
+per-prompt errors from the engine's. Ablations (``no ...``) compute wrong numbers on purpose: they show what a
+piece costs. Assumes sweep-A's noiseless prompts and ``m ≥ d``.
+
+- ``engine``: the engine as it is.
+- ``no LLt``: ``L`` itself handed on as ``S_Z``. ``no chi2``: the diagonal taken from ``w``. ``no erfinv``: the
+  off-diagonal words cast to floats. ``none``: all three.
+- ``factor``: ``S_Z`` never formed; pseudo-Newton steps with ``S_Z u = L (Lᵀ u)/m``, two triangular passes of
+  prompts-minor ``[b]`` slabs (``d (d + 1)`` multiply-adds per step against ``d²``).
+- ``lower``: ``L Lᵀ`` from its lower triangle as prompts-minor slabs that skip ``L``'s zeros (1 540 multiply-adds per
+  prompt at ``d = 20`` against the batched dot's 8 000), mirrored.
+- ``slices``: ``L`` assembled from static slices instead of one gather.
+- ``xnnpack``, ``scheduler``, ``old emitters``, ``region analysis``: the XLA CPU options ``xla_cpu_use_xnnpack``,
+  ``xla_cpu_enable_concurrency_optimized_scheduler``, ``xla_cpu_use_fusion_emitters=False`` and
+  ``xla_cpu_copy_insertion_use_region_analysis``, beside the engine's ``xla_cpu_prefer_vector_width=512``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_common as bc  # noqa: E402
+
+ABLATIONS = ("no LLt", "no chi2", "no erfinv", "none")
+LAYOUTS = ("factor", "lower", "slices")
+OPTIONS = {"xnnpack": {"xla_cpu_use_xnnpack": True},
+           "scheduler": {"xla_cpu_enable_concurrency_optimized_scheduler": True},
+           "old emitters": {"xla_cpu_use_fusion_emitters": False},
+           "region analysis": {"xla_cpu_copy_insertion_use_region_analysis": True}}
+VARIANTS = ("engine",) + ABLATIONS + LAYOUTS + tuple(OPTIONS)
+
+
+def _draw(variant: str):
+    """A stand-in for ``prompts.draw_statistics`` (sweep-A: noiseless, ``m ≥ d``), the streams of the real one."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from ttscale import prompts, rng
+
+    no_product = variant in ("no LLt", "none", "factor")
+    no_chi = variant in ("no chi2", "none")
+    no_erfinv = variant in ("no erfinv", "none")
+
+    def lower_product(off, diag, m):
+        d = diag.shape[1]
+        offt, diagt = off.T, diag.T  # prompts-minor: [n_off, b], [d, b]
+        L = lambda i, k: diagt[i] if i == k else offt[i * (i - 1) // 2 + k]  # noqa: E731
+        S = {}
+        for i in range(d):
+            for j in range(i + 1):
+                acc = L(i, 0) * L(j, 0)
+                for k in range(1, j + 1):
+                    acc = acc + L(i, k) * L(j, k)
+                S[i, j] = acc / m
+        St = jnp.stack([jnp.stack([S[max(i, j), min(i, j)] for j in range(d)]) for i in range(d)])  # [d, d, b]
+        return jnp.transpose(St, (2, 0, 1))
+
+    def assemble(off, diag, d):
+        count = off.shape[0]
+        if variant != "slices":
+            return jnp.concatenate([off, diag, jnp.zeros((count, 1), off.dtype)], axis=1)[
+                :, prompts._lower_index(d)].reshape(count, d, d)
+        rows = []
+        for i in range(d):
+            s = i * (i - 1) // 2
+            parts = ([off[:, s:s + i]] if i else []) + [diag[:, i:i + 1]]
+            if d - i - 1:
+                parts.append(jnp.zeros((count, d - i - 1), off.dtype))
+            rows.append(jnp.concatenate(parts, axis=1))
+        return jnp.stack(rows, axis=1)
+
+    def draw(key, start, count, d, m, dtype=jnp.float32, noisy=True):
+        if noisy:
+            raise SystemExit("the variants assume sweep-A's noiseless prompts")
+        w = rng.prompt_normals(key, start, count, d, dtype, stream=2)
+        if no_chi:
+            diag = jnp.ones((count, d), dtype) * w[:, :1]
+        else:
+            diag = jnp.sqrt(prompts.chi_squares(key, start, count, m - np.arange(d), dtype))
+        n_off = d * (d - 1) // 2
+        if no_erfinv:
+            off = prompts._prompt_words(key, start, count, n_off + n_off % 2, prompts._STREAM_LOWER)[:, :n_off]
+            off = off.astype(dtype) * np.float32(1e-9)
+        else:
+            off = rng.prompt_normals(key, start, count, n_off, dtype, stream=prompts._STREAM_LOWER)
+        if variant == "lower":
+            return lower_product(off, diag, m), None, None, w
+        L = assemble(off, diag, d)
+        if variant == "factor":
+            return L / np.float32(np.sqrt(m)), None, None, w  # L/√m: S_Z = (L/√m)(L/√m)ᵀ
+        return (L if no_product else jnp.einsum("bik,bjk->bij", L, L) / m), None, None, w
+
+    return draw
+
+
+def _factor_kernel(q, a, w, L, drift, k_max: int):
+    """pseudo_newton._diagonal_unrolled with ``S_Z u = L (Lᵀ u)``, ``L`` lower triangular ``[b, d, d]``."""
+    import jax
+    import jax.numpy as jnp
+
+    if drift is not None:
+        raise SystemExit("the factor variant assumes noiseless prompts")
+    d = w.shape[-1]
+    Lt = jnp.transpose(L, (1, 2, 0))[:, :, None, :]  # Lt[i, j, 0, p] = L[p, i, j]
+    cells = lambda v: v.T[:, :, None]  # noqa: E731
+    positive = a > 0
+    inv_a2 = cells(jnp.where(positive, 1.0 / jnp.where(positive, a * a, 1.0), 0.0))
+    wt = w.T[:, None, :]
+    fixed = jnp.sum(jnp.where(cells(positive), 0.0, wt * wt), axis=0)
+    qc = cells(q)
+
+    def step(u, _):
+        v = []
+        for j in range(d):  # v = Lᵀ u
+            acc = Lt[j, j] * u[j]
+            for i in range(j + 1, d):
+                acc = acc + Lt[i, j] * u[i]
+            v.append(acc)
+        r = []
+        for i in range(d):  # r = L v
+            acc = Lt[i, 0] * v[0]
+            for j in range(1, i + 1):
+                acc = acc + Lt[i, j] * v[j]
+            r.append(acc)
+        u = u - qc * jnp.stack(r)
+        return u, jnp.sum(u * u * inv_a2, axis=0) + fixed
+
+    _, errs = jax.lax.scan(step, -wt * cells(a), None, length=k_max)
+    e0 = jnp.broadcast_to(jnp.sum(wt * wt, axis=0), errs.shape[1:])[None]
+    errs = jnp.transpose(jnp.concatenate([e0, errs], axis=0), (1, 2, 0))
+    return jnp.where(jnp.isnan(errs), jnp.inf, errs)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    bc.common_arguments(p)
+    args = p.parse_args(argv)
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    bc.setup_devices(args)
+    import jax
+    import numpy as np
+
+    from ttscale import sweep
+    from ttscale.models import pseudo_newton
+    from ttscale.sweep_spec import SweepSpec
+
+    spectra, n_prompts = (3, 256) if args.quick else (16, 4096)
+    spec = SweepSpec(d=20, alphas=np.linspace(0, 2, spectra).tolist(), ns=(5, 10, 20, 40, 80), ms=(40,), k_max=32,
+                     prompts=n_prompts)
+    real = (sweep.draw_statistics, pseudo_newton._diagonal_unrolled, sweep._compiler_options)
+
+    def run(variant):
+        sweep.draw_statistics, pseudo_newton._diagonal_unrolled, sweep._compiler_options = real
+        if variant in ABLATIONS or variant in LAYOUTS:
+            sweep.draw_statistics = _draw(variant)
+        if variant == "factor":
+            pseudo_newton._diagonal_unrolled = _factor_kernel
+        if variant in OPTIONS:
+            options = dict(sweep._INDEPENDENT_CPU_OPTIONS, **OPTIONS[variant])
+            sweep._compiler_options = lambda shape, mesh: dict(options)
+        sweep._chunk_program.cache_clear()
+        try:
+            engine = sweep._Engine(spec)
+            program = engine.program(0, engine.padded(spec.prompts))
+            call_args = (engine.keys(0), engine.cells, np.uint32(0), np.int32(spec.prompts))
+            best = bc.best_warm_seconds(lambda: program(*call_args), args.repeats)
+            return best, np.asarray(jax.block_until_ready(program(*call_args))[0])
+        finally:
+            sweep.draw_statistics, pseudo_newton._diagonal_unrolled, sweep._compiler_options = real
+            sweep._chunk_program.cache_clear()
+
+    print(f"# sweep-A chunk program, m = 40, independent prompts, {jax.device_count()} devices, best of {args.repeats}, "
+          f"{args.rounds} rounds, variants alternating in one process")
+    reference = None
+    times: dict = {}
+    differences: dict = {}  # variant -> largest relative difference of its per-prompt errors from the engine's
+    for _ in range(args.rounds):
+        for variant in variants:
+            best, errs = run(variant)
+            times.setdefault(variant, []).append(best)
+            note = ""
+            if variant == "engine":
+                reference = errs
+            elif variant not in ABLATIONS and reference is not None:
+                finite = np.isfinite(reference) & (reference > 0)
+                rel = float(np.max(np.abs(errs[finite] - reference[finite]) / reference[finite]))
+                differences[variant] = max(rel, differences.get(variant, 0.0))
+                note = f"  max relative difference from the engine {rel:.1e}"
+            print(f"{variant:16s} {best:.3f} s{note}", flush=True)
+    print("# best of each round: " + "; ".join(f"{v} {', '.join(f'{t:.3f}' for t in ts)}" for v, ts in times.items()))
+    return {"seconds": times, "max_relative_difference": differences}
+
+
+if __name__ == "__main__":
+    main()
