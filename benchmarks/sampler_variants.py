@@ -18,9 +18,10 @@ piece costs. Assumes sweep-A's noiseless prompts and ``m ≥ d``.
 - ``lower``: ``L Lᵀ`` from its lower triangle as prompts-minor slabs that skip ``L``'s zeros (1 540 multiply-adds per
   prompt at ``d = 20`` against the batched dot's 8 000), mirrored.
 - ``slices``: ``L`` assembled from static slices instead of one gather.
-- ``xnnpack``, ``scheduler``, ``old emitters``, ``region analysis``: the XLA CPU options ``xla_cpu_use_xnnpack``,
-  ``xla_cpu_enable_concurrency_optimized_scheduler``, ``xla_cpu_use_fusion_emitters=False`` and
-  ``xla_cpu_copy_insertion_use_region_analysis``, beside the engine's ``xla_cpu_prefer_vector_width=512``.
+- ``xnnpack``, ``scheduler``, ``new emitters``, ``region analysis``: the XLA CPU options ``xla_cpu_use_xnnpack``,
+  ``xla_cpu_enable_concurrency_optimized_scheduler``, ``xla_cpu_use_fusion_emitters=True`` (XLA's default, which
+  the engine turns off on jaxlib 0.10: ``sweep._LEGACY_EMITTERS``) and ``xla_cpu_copy_insertion_use_region_analysis``,
+  on top of the engine's own options.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ ABLATIONS = ("no LLt", "no chi2", "no erfinv", "none")
 LAYOUTS = ("factor", "lower", "slices")
 OPTIONS = {"xnnpack": {"xla_cpu_use_xnnpack": True},
            "scheduler": {"xla_cpu_enable_concurrency_optimized_scheduler": True},
-           "old emitters": {"xla_cpu_use_fusion_emitters": False},
+           "new emitters": {"xla_cpu_use_fusion_emitters": True},
            "region analysis": {"xla_cpu_copy_insertion_use_region_analysis": True}}
 VARIANTS = ("engine",) + ABLATIONS + LAYOUTS + tuple(OPTIONS)
 
@@ -173,8 +174,8 @@ def main(argv=None) -> dict:
         if variant == "factor":
             pseudo_newton._diagonal_unrolled = _factor_kernel
         if variant in OPTIONS:
-            options = dict(sweep._INDEPENDENT_CPU_OPTIONS, **OPTIONS[variant])
-            sweep._compiler_options = lambda shape, mesh: dict(options)
+            engine_options = real[2]
+            sweep._compiler_options = lambda shape, mesh: dict(engine_options(shape, mesh) or {}, **OPTIONS[variant])
         sweep._chunk_program.cache_clear()
         try:
             engine = sweep._Engine(spec)
