@@ -2,6 +2,7 @@
 sampler, other layouts of ``L Lᵀ`` and of the kernel, and XLA CPU options.
 
     python benchmarks/sampler_variants.py [--rounds 3] [--repeats 5] [--variants engine,factor,...] [--quick]
+        [--model gd|lsa|...] [--m 200] [--crn]     (the XLA-option variants only)
 
 Each variant swaps ``sweep.draw_statistics`` (the ``factor`` variant also pseudo-Newton's prompts-minor kernel) or
 the chunk program's compiler options, then builds and times the engine's own program (all 80 cells × 4096 prompts,
@@ -21,7 +22,9 @@ piece costs. Assumes sweep-A's noiseless prompts and ``m ≥ d``.
 - ``xnnpack``, ``scheduler``, ``new emitters``, ``region analysis``: the XLA CPU options ``xla_cpu_use_xnnpack``,
   ``xla_cpu_enable_concurrency_optimized_scheduler``, ``xla_cpu_use_fusion_emitters=True`` (XLA's default, which
   the engine turns off on jaxlib 0.10: ``sweep._LEGACY_EMITTERS``) and ``xla_cpu_copy_insertion_use_region_analysis``,
-  on top of the engine's own options.
+  on top of the engine's own options; ``legacy emitters`` forces ``xla_cpu_use_fusion_emitters=False`` (for
+  ``--crn``, whose program the engine leaves at XLA's default). ``--model``, ``--m`` and ``--crn`` measure these
+  option variants on another model, test length or scheme; the sampler and kernel variants assume sweep-A itself.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ LAYOUTS = ("factor", "lower", "slices")
 OPTIONS = {"xnnpack": {"xla_cpu_use_xnnpack": True},
            "scheduler": {"xla_cpu_enable_concurrency_optimized_scheduler": True},
            "new emitters": {"xla_cpu_use_fusion_emitters": True},
+           "legacy emitters": {"xla_cpu_use_fusion_emitters": False},
            "region analysis": {"xla_cpu_copy_insertion_use_region_analysis": True}}
 VARIANTS = ("engine",) + ABLATIONS + LAYOUTS + tuple(OPTIONS)
 
@@ -148,12 +152,18 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    p.add_argument("--model", default="pseudo_newton", help="registered model (XLA-option variants only otherwise)")
+    p.add_argument("--m", type=float, default=40.0, help="test length (default 40)")
+    p.add_argument("--crn", action="store_true", help="common random numbers (XLA-option variants only)")
     bc.common_arguments(p)
     args = p.parse_args(argv)
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    swapped = [v for v in variants if v in ABLATIONS or v in LAYOUTS]
+    if swapped and (args.model != "pseudo_newton" or args.crn):
+        p.error(f"variants {swapped} swap pseudo-Newton's independent-prompt sampler or kernel: drop --model/--crn")
     bc.setup_devices(args)
     import jax
     import numpy as np
@@ -163,8 +173,8 @@ def main(argv=None) -> dict:
     from ttscale.sweep_spec import SweepSpec
 
     spectra, n_prompts = (3, 256) if args.quick else (16, 4096)
-    spec = SweepSpec(d=20, alphas=np.linspace(0, 2, spectra).tolist(), ns=(5, 10, 20, 40, 80), ms=(40,), k_max=32,
-                     prompts=n_prompts)
+    spec = SweepSpec(d=20, alphas=np.linspace(0, 2, spectra).tolist(), ns=(5, 10, 20, 40, 80), ms=(args.m,), k_max=32,
+                     prompts=n_prompts, model=args.model, common_random_numbers=args.crn)
     real = (sweep.draw_statistics, pseudo_newton._diagonal_unrolled, sweep._compiler_options)
 
     def run(variant):
@@ -187,7 +197,8 @@ def main(argv=None) -> dict:
             sweep.draw_statistics, pseudo_newton._diagonal_unrolled, sweep._compiler_options = real
             sweep._chunk_program.cache_clear()
 
-    print(f"# sweep-A chunk program, m = 40, independent prompts, {jax.device_count()} devices, best of {args.repeats}, "
+    print(f"# sweep-A chunk program, {args.model}, m = {args.m:g}, {'CRN' if args.crn else 'independent prompts'}, "
+          f"{jax.device_count()} devices, best of {args.repeats}, "
           f"{args.rounds} rounds, variants alternating in one process")
     reference = None
     times: dict = {}

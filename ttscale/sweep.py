@@ -349,7 +349,7 @@ _INDEPENDENT_CPU_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 #: `python benchmarks/sampler_variants.py --rounds 5 --variants "engine,new emitters"` (2026-12-02, a 2-core AMD EPYC
 #: VM, alternating in one process): sweep-A's program 0.363-0.384 s against 0.418-0.506 s, every round; one process
 #: per setting (`benchmarks/engine_settings.py`) is noisier, see benchmarks/RESULTS.md. With common random numbers
-#: they measured slower (0.113-0.118 s against 0.100-0.104 s),
+#: they measured slower (`... --crn --variants "engine,legacy emitters"`: 0.112-0.116 s against 0.095-0.105 s),
 #: so that program keeps XLA's default. An option XLA does not know fails the compile ("No such compile option"),
 #: and this one may go when the legacy emitters do: it is passed only to the jaxlib series it was measured on.
 _LEGACY_EMITTERS = {"xla_cpu_use_fusion_emitters": False}
