@@ -1,6 +1,6 @@
 """Imports run in a daemon thread, so that their Python work overlaps C++ work that releases the GIL.
 
-A CLI sweep spends ~0.3 s of its fixed cost importing xarray (and pandas) and h5netcdf, and about as long
+A CLI sweep spends ~0.3 s of its fixed cost importing xarray (and pandas) and netCDF4, and about as long
 loading compiled programs and running them, which release the GIL. :func:`import_modules` starts the
 imports early; the code that needs a module still imports it as usual, and waits (on the module's import
 lock) only for what the thread has not finished. An import that fails in the thread is left alone: the

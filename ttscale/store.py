@@ -1,4 +1,4 @@
-"""Persistence for sweeps: atomic per-chunk files, resumption, netCDF (h5netcdf) output.
+"""Persistence for sweeps: atomic per-chunk files, resumption, netCDF output (netCDF4, the Unidata library).
 
 Layout for an output path ``out`` (e.g. ``sweepA.nc``)::
 
@@ -355,18 +355,26 @@ class PartialStore:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+#: xarray's engine for every ``.nc`` file: the netCDF4 library (Unidata's C library). It reads and writes the same
+#: netCDF-4 (HDF5) files as h5netcdf, which ttscale used before (``tests/data`` holds files that wrote), and writes
+#: sweep-A's Dataset (19 variables) in 13 ms against h5netcdf's 75 ms. With h5py's import gone too, the CLI's fixed
+#: cost fell from 1.12 s to 0.97 s (``bash benchmarks/compare_fixed_cost.sh`` against the h5netcdf commit, 12 runs
+#: each, 2026-12-02; ``benchmarks/RESULTS.md``).
+NETCDF_ENGINE = "netcdf4"
+
+
 def read_dataset(path: str):
     """Load a finished sweep ``.nc`` fully into memory (the file is closed afterwards)."""
     import xarray as xr
 
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
+    with xr.open_dataset(path, engine=NETCDF_ENGINE) as ds:
         return ds.load()
 
 
 def write_dataset(ds, path: str) -> None:
-    """Write ``ds`` to ``path`` (netCDF4 via h5netcdf) atomically, through :func:`atomic_path`."""
+    """Write ``ds`` to ``path`` (netCDF-4, through :data:`NETCDF_ENGINE`) atomically, through :func:`atomic_path`."""
     with atomic_path(path, suffix=".nc") as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+        ds.to_netcdf(tmp, engine=NETCDF_ENGINE)
 
 
 def check_finished(out: str, identity: str):

@@ -610,7 +610,7 @@ def _run(spec: SweepSpec, out_path, progress: bool, identity: str):
     from ttscale import _background, store, summary
 
     # the Dataset (and the netCDF file) are made last: their imports overlap the compiled programs' loading and running
-    _background.import_modules("xarray", *(("h5netcdf", "xarray.backends.h5netcdf_") if out_path is not None else ()))
+    _background.import_modules("xarray", *(("netCDF4", "xarray.backends.netCDF4_") if out_path is not None else ()))
 
     writer = jax.process_index() == 0
     # Every process reads the finished chunks (``out`` must be on a filesystem all hosts see);
