@@ -276,6 +276,18 @@ def test_other_scripts_run_quick():
     assert all(v[0] > 0 for v in out.values())
 
 
+def test_netcdf_engines_time_ttscale_engine_and_read_back_what_they_wrote():
+    """benchmarks/netcdf_engines.py --quick: ttscale's own engine is installed and timed (the script checks each file
+    it wrote against the Dataset, so a lossy engine raises)."""
+    import netcdf_engines
+
+    from ttscale import store
+
+    out = netcdf_engines.main(["--quick", "--repeats", "1"])
+    assert store.NETCDF_ENGINE in out
+    assert all(v["write_best"] > 0 for v in out.values())
+
+
 def test_sampler_variants_time_the_engine_and_agree_with_it():
     """benchmarks/sampler_variants.py --quick: each variant times the engine's own program; the factor kernel and the
     slice-built L compute the engine's errors (round-off), an ablation is not compared."""
