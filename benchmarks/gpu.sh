@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu.sh            # on the accelerator machine, from the repository root
 #   bash benchmarks/gpu.sh --cpu      # same Python, tiny sizes, JAX on the CPU (checks the script)
 #
-# 1. If .whl/ holds wheels (jax, jaxlib, the CUDA plugin, ttscale's dependencies), install them
+# 1. If .whl/ holds wheels (jax, jaxlib, the CUDA plugin, ttscale's dependencies: xarray, netCDF4, cftime, ...), install them
 #    offline: pip install --no-index --no-deps --target /tmp/site .whl/*.whl, and put /tmp/site
 #    and the repository on PYTHONPATH.
 # 2. sweep-A scaled to 10⁶ prompts per cell (both sampling schemes): steady-state time, compile,
