@@ -19,11 +19,12 @@ piece costs. Assumes sweep-A's noiseless prompts and ``m ≥ d``.
 - ``lower``: ``L Lᵀ`` from its lower triangle as prompts-minor slabs that skip ``L``'s zeros (1 540 multiply-adds per
   prompt at ``d = 20`` against the batched dot's 8 000), mirrored.
 - ``slices``: ``L`` assembled from static slices instead of one gather.
-- ``xnnpack``, ``scheduler``, ``new emitters``, ``region analysis``: the XLA CPU options ``xla_cpu_use_xnnpack``,
+- ``xnnpack``, ``scheduler``, ``new emitters``, ``region analysis``, ``no ynn``: the XLA CPU options ``xla_cpu_use_xnnpack``,
   ``xla_cpu_enable_concurrency_optimized_scheduler``, ``xla_cpu_use_fusion_emitters=True`` (XLA's default, which
   the engine turns off on jaxlib 0.10: ``sweep._LEGACY_EMITTERS``) and ``xla_cpu_copy_insertion_use_region_analysis``,
   on top of the engine's own options; ``legacy emitters`` forces ``xla_cpu_use_fusion_emitters=False`` (for
-  ``--crn``, whose program the engine leaves at XLA's default). ``--model``, ``--m`` and ``--crn`` measure these
+  ``--crn``, whose program the engine leaves at XLA's default); ``no ynn`` turns off XLA's YNNPACK fusions (by
+  default the batched dots, ``L Lᵀ`` and CRN's steps, run through YNNPACK). ``--model``, ``--m`` and ``--crn`` measure these
   option variants on another model, test length or scheme; the sampler and kernel variants assume sweep-A itself.
 """
 
@@ -43,7 +44,8 @@ OPTIONS = {"xnnpack": {"xla_cpu_use_xnnpack": True},
            "scheduler": {"xla_cpu_enable_concurrency_optimized_scheduler": True},
            "new emitters": {"xla_cpu_use_fusion_emitters": True},
            "legacy emitters": {"xla_cpu_use_fusion_emitters": False},
-           "region analysis": {"xla_cpu_copy_insertion_use_region_analysis": True}}
+           "region analysis": {"xla_cpu_copy_insertion_use_region_analysis": True},
+           "no ynn": {"xla_cpu_experimental_ynn_fusion_type": ""}}
 VARIANTS = ("engine",) + ABLATIONS + LAYOUTS + tuple(OPTIONS)
 
 
