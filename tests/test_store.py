@@ -232,7 +232,7 @@ def test_save_dataset_round_trips_json_attrs_and_booleans(tmp_path):
 _DATA = os.path.join(os.path.dirname(__file__), "data")
 
 
-def test_sweep_files_written_by_h5netcdf_still_load_and_are_reused(tmp_path):
+def test_sweep_files_written_by_h5netcdf_still_load_and_are_reused(tmp_path, monkeypatch):
     """``tests/data/sweep_written_by_h5netcdf.nc`` was written by ttscale when its netCDF engine was h5netcdf (one CPU
     device, the spec below). The netCDF4 engine reads it back as the same sweep: the numbers agree with a fresh
     in-memory run, booleans and strings keep their types, and ``run_sweep(spec, out=...)`` returns the stored file
@@ -256,8 +256,12 @@ def test_sweep_files_written_by_h5netcdf_still_load_and_are_reused(tmp_path):
             assert old[name].values.tolist() == fresh[name].values.tolist(), name
     out = tmp_path / "old.nc"
     shutil.copy(os.path.join(_DATA, "sweep_written_by_h5netcdf.nc"), out)
+    def no_compute(*args, **kwargs):
+        raise AssertionError("run_sweep recomputed a sweep whose finished file was there")
+
+    monkeypatch.setattr(sweep, "_run", no_compute)
     reused = sweep.run_sweep(spec, out=str(out), progress=False)
-    assert reused.attrs["devices"] == old.attrs["devices"] == '["cpu:0"]'  # the stored file, not a recomputation
+    assert reused.attrs["devices"] == old.attrs["devices"] == '["cpu:0"]'  # the stored file
     assert not os.path.exists(str(out) + ".partial")
 
 
