@@ -255,20 +255,35 @@ def test_sweep_scripts_run_quick(capsys):
     assert "prompts·k/s" in text and "× NumPy" in text
 
 
-def test_other_scripts_run_quick():
-    import gpt2_tokens
-    import profile_sweep  # noqa: F401  (imports cleanly; run via `ttscale bench profile`)
+def test_other_scripts_import_cleanly():
+    import profile_sweep  # noqa: F401  (run via `ttscale bench profile`)
     import sweep_parts  # noqa: F401  (likewise: `ttscale bench parts`)
     import rng_transforms  # noqa: F401  (run by hand; its variants are timed, not compared)
-    import scaling
+
+
+# one test per script, so that xdist can run them on both workers (together they took 53 s on one)
+def test_train_lsa_runs_quick():
     import train_lsa
 
     out = train_lsa.main(["--quick", "--no-peak", "--repeats", "1"])
     assert out["ok"]
+
+
+def test_scaling_runs_quick():
+    import scaling
+
     out = scaling.main(["--quick", "--no-peak", "--repeats", "1"])
     assert len(out["rows"]) == 1 and all(r["rate"] > 0 for r in out["rows"])
+
+
+def test_gpt2_tokens_runs_quick():
+    import gpt2_tokens
+
     out = gpt2_tokens.main(["--quick", "--no-peak", "--repeats", "1"])
     assert out.get("skipped") or all(r["ok"] for r in out["rows"])
+
+
+def test_engine_settings_runs_quick():
     import engine_settings
 
     out = engine_settings.main(["--quick", "--rounds", "1", "--repeats", "1", "--workloads", "crn"])
