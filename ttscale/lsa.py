@@ -194,8 +194,12 @@ def params_from_preconditioner(P: jax.Array, c=1.0) -> LSAParams:
     """LSA parameters whose CoT is pseudo-Newton with preconditioner ``P [d, d]`` (``c`` finite, nonzero)."""
     P = _checks.square_matrix("P", P)
     _check_c("c", c)
-    d = P.shape[-1]
-    return LSAParams(paper_W(d, c, P.dtype), V_from_preconditioner(P, c))
+    return _params_from_preconditioner(P, jnp.asarray(c, P.dtype))
+
+
+@jax.jit  # one program per shape, not one compile per operation
+def _params_from_preconditioner(P: jax.Array, c) -> LSAParams:
+    return LSAParams(paper_W(P.shape[-1], c, P.dtype), V_from_preconditioner(P, c))
 
 
 def forward(params: LSAParams, E: jax.Array, rho) -> jax.Array:

@@ -36,6 +36,7 @@ never read it (the tests check models against references that have no ``w``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import NamedTuple, Optional
 
@@ -299,8 +300,21 @@ def sample_normals(key, d: int, length: int, batch: int, dtype=jnp.float32, star
     length = _checks.static_int("length", length, minimum=1)
     batch = _checks.static_int("batch", batch, minimum=1)
     _check_sizes(batch, d, length, dtype)
-    Z, w, eps = draw_normals(key, start, batch, d, length, dtype, noisy=True)
+    dtype = jnp.dtype(dtype)
+    Z, w, eps = _draw_normals(key, _start(start, batch), batch, d, length, dtype, True)
     return Normals(Z, w, eps)
+
+
+def _start(start, count: int):
+    """A checked ``start`` (:func:`ttscale.rng.check_start`): a concrete one as ``uint32``, so ``0`` and
+    ``np.uint32(0)`` share one compiled program; a traced one as it is."""
+    rng_mod.check_start(start, count)
+    return start if isinstance(start, jax.core.Tracer) else np.uint32(int(start))
+
+
+#: The samplers' compiled entry points (``jit`` at the public boundary: one program per shape instead of
+#: one small compile per operation when called outside ``jit``; inside a ``jit`` they are traced in place).
+_draw_normals = jax.jit(draw_normals, static_argnums=(2, 3, 4, 5, 6))
 
 
 def prompts_from_normals(normals: Normals, cov: Covariance, noise=0.0) -> Prompts:
@@ -326,13 +340,23 @@ def sample_prompts(key, cov: Covariance, length: int, batch: int, noise=0.0, sta
     ``w [batch, d]``; ``w ~ N(0, I_d)``, ``x_j ~ N(0, Σ)``, ``y_j = <w, x_j> + noise·ε_j``.
     ``cov`` may be traced (vmap over a stack of spectra); ``length`` and ``batch`` are static;
     ``start`` may be traced. Prompt ``p`` is the same whatever ``batch``/``start`` selects it.
+    One compiled program per shape (the arguments are checked first, in Python).
     """
     if not isinstance(cov, Covariance):
         raise TypeError(f"cov must be a Covariance, got {type(cov).__name__}")
-    return prompts_from_normals(sample_normals(key, cov.d, length, batch, cov.dtype, start), cov, noise)
+    cov = check_covariance("cov", cov)
+    _checks.check_prng_key("key", key)
+    length = _checks.static_int("length", length, minimum=1)
+    batch = _checks.static_int("batch", batch, minimum=1)
+    _check_sizes(batch, cov.d, length, cov.dtype)
+    noise = _check_noise(noise, cov.dtype)
+    return _sample_prompts(key, cov, length, batch, noise, _start(start, batch))
 
 
-_sample_prompts_jit = jax.jit(sample_prompts, static_argnums=(2, 3))  # one wrapper: its compiled programs are reused
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _sample_prompts(key, cov: Covariance, length: int, batch: int, noise, start) -> Prompts:
+    Z, w, eps = draw_normals(key, start, batch, cov.d, length, cov.dtype, noisy=True)
+    return prompts_from_root(Z, w, eps, cov.root(), noise)
 
 
 def prompts_at(key, idx, cov: Covariance, m: int, noise: float = 0.0) -> Prompts:
@@ -345,7 +369,7 @@ def prompts_at(key, idx, cov: Covariance, m: int, noise: float = 0.0) -> Prompts
         raise ValueError("idx must be a non-empty array of prompt indices in [0, 2^32)")
     lo, hi = int(idx.min()), int(idx.max())
     m = _checks.static_int("m", m, minimum=1)
-    whole = _sample_prompts_jit(key, cov, m, hi - lo + 1, noise, np.uint32(lo))
+    whole = sample_prompts(key, cov, m, hi - lo + 1, noise, np.uint32(lo))
     return jax.tree_util.tree_map(lambda x: x[idx - lo], whole)
 
 
@@ -487,6 +511,12 @@ def sample_statistics(key, cov: Covariance, length, batch: int, noise=0.0, start
     zero = isinstance(noise, (int, float, np.number)) and float(noise) == 0.0  # static: ε is not drawn
     noise = _check_noise(noise, cov.dtype)
     noisy = not (zero or (_checks.is_concrete(noise) and float(noise) == 0.0))
+    return _sample_statistics(key, cov, noise, _start(start, batch), batch, m, bartlett, noisy)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _sample_statistics(key, cov: Covariance, noise, start, batch: int, m: Optional[int], bartlett: bool,
+                       noisy: bool) -> Statistics:
     if bartlett:
         S_Z, g, ee, w = draw_statistics(key, start, batch, cov.d, m, cov.dtype, noisy)
         return Statistics(S_Z, g, ee, w, cov.root(), jnp.asarray(noise, w.dtype), float(m))

@@ -100,6 +100,20 @@ def words_per_prompt(width: int, dtype) -> int:
     return int(width) + int(width) % 2
 
 
+def check_start(start, count: int) -> None:
+    """``TypeError`` unless a concrete ``start`` is an integer, ``ValueError`` unless ``0 ≤ start ≤ 2^32 − count``
+    (prompt indices are 32-bit); a traced ``start`` passes unchecked."""
+    if isinstance(start, jax.core.Tracer):
+        return
+    if isinstance(start, (bool, np.bool_)) or not isinstance(start, (int, np.integer)) and not (
+        isinstance(start, (np.ndarray, jax.Array)) and np.ndim(start) == 0
+        and np.issubdtype(np.asarray(start).dtype, np.integer)
+    ):
+        raise TypeError(f"start must be an integer, got {type(start).__name__} {start!r}")
+    if not 0 <= int(start) <= 2**32 - count:
+        raise ValueError(f"start must be in [0, 2^32 - count], got {int(start)} (count {count})")
+
+
 def prompt_normals(key, start, count: int, width: int, dtype=jnp.float32, stream: int = 0):
     """Standard normals ``[count, width]`` of prompts ``start .. start + count − 1`` of a stream.
 
@@ -116,14 +130,7 @@ def prompt_normals(key, start, count: int, width: int, dtype=jnp.float32, stream
     count = _checks.static_int("count", count, minimum=1)
     width = _checks.static_int("width", width, minimum=1)
     stream = _checks.static_int("stream", stream, minimum=0)
-    if not isinstance(start, jax.core.Tracer):
-        if isinstance(start, (bool, np.bool_)) or not isinstance(start, (int, np.integer)) and not (
-            isinstance(start, (np.ndarray, jax.Array)) and np.ndim(start) == 0
-            and np.issubdtype(np.asarray(start).dtype, np.integer)
-        ):
-            raise TypeError(f"start must be an integer, got {type(start).__name__} {start!r}")
-        if not 0 <= int(start) <= 2**32 - count:
-            raise ValueError(f"start must be in [0, 2^32 - count], got {int(start)} (count {count})")
+    check_start(start, count)
     w = words_per_prompt(width, dtype)
     lo, hi = _mul_wide(start, w // 2)
     words = stream_words(stream_state(key, stream, lo, hi), count * w).reshape(count, w)

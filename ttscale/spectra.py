@@ -15,6 +15,7 @@ Task hardness (docs/science.md §1): ``Hard(Λ) = tr Λ / λ_min(Λ)``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Optional
 
 import jax
@@ -216,6 +217,11 @@ def random_orthogonal(key, d: int, dtype=jnp.float32) -> jax.Array:
     """A Haar-random orthogonal ``[d, d]`` matrix (QR of a Gaussian, signs fixed)."""
     _checks.check_prng_key("key", key)
     d = _checks.static_int("d", d, minimum=1)
+    return _random_orthogonal(key, d, jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))  # one program per shape, not one compile per operation
+def _random_orthogonal(key, d: int, dtype) -> jax.Array:
     A = jax.random.normal(key, (d, d), dtype=dtype)
     Q, R = jnp.linalg.qr(A)
     return Q * jnp.sign(jnp.diagonal(R))[None, :]
@@ -235,9 +241,14 @@ def rotated(key, cov: Covariance) -> Covariance:
         key, cov = cov, key
     if not isinstance(cov, Covariance):
         raise TypeError(f"cov must be a Covariance, got {type(cov).__name__}")
-    Q = random_orthogonal(key, cov.d, cov.dtype)
-    basis = Q if cov.basis is None else Q @ cov.basis
-    return Covariance(cov.eigenvalues, basis)
+    _checks.check_prng_key("key", key)
+    return _rotated(key, cov)
+
+
+@jax.jit
+def _rotated(key, cov: Covariance) -> Covariance:
+    Q = _random_orthogonal(key, cov.d, cov.dtype)
+    return Covariance(cov.eigenvalues, Q if cov.basis is None else Q @ cov.basis)
 
 
 def from_matrix(matrix, atol: float | None = None, dtype=None) -> Covariance:

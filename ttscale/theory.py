@@ -157,13 +157,18 @@ def check_simplex(name: str, probs, atol: float = 1e-5) -> None:
     _checks.simplex(name, probs, atol=atol, negative_atol=atol)
 
 
-def _iteration(P, test) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Validated ``(P, Σ, B = I − PΣ)``, dense ``[d, d]`` in ``P``'s dtype."""
+def _checked_iteration(P, test) -> tuple[jax.Array, jax.Array, None]:
+    """Validated ``(P, Σ, None)``, dense ``[d, d]`` in ``P``'s dtype (:func:`_iteration` without ``B``)."""
     P = _checks.square_matrix("P", P)
     S = _matrix("test", test)
     if S.shape != P.shape:
         raise ValueError(f"P has shape {P.shape} but test has shape {S.shape}")
-    S = S.astype(P.dtype)
+    return P, S.astype(P.dtype), None
+
+
+def _iteration(P, test) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Validated ``(P, Σ, B = I − PΣ)``, dense ``[d, d]`` in ``P``'s dtype."""
+    P, S, _ = _checked_iteration(P, test)
     return P, S, jnp.eye(P.shape[-1], dtype=P.dtype) - P @ S
 
 
@@ -214,7 +219,13 @@ def limit_error(P, test, k_max: int) -> jax.Array:
     two), so an error beyond the dtype's range is ``inf`` (or ``0``), never ``nan``.
     """
     k_max = _checks.static_int("k_max", k_max, minimum=0)
-    return _log_limit_error(iteration_matrix(P, test), k_max)[0]
+    P, S, _ = _checked_iteration(P, test)
+    return _limit_error(P, S, k_max)
+
+
+@functools.partial(jax.jit, static_argnums=2)  # one program per shape, not one compile per operation
+def _limit_error(P, S, k_max: int) -> jax.Array:
+    return _log_limit_error(jnp.eye(P.shape[-1], dtype=P.dtype) - P @ S, k_max)[0]
 
 
 @_checks.renamed_argument("Sigma", "test")
@@ -233,12 +244,16 @@ def one_step_error(P, test, m, noise=0.0) -> jax.Array:
     cov = _as_cov("test", test).astype(P.dtype)
     if cov.eigenvalues.shape != P.shape[-1:]:
         raise ValueError(f"P has shape {P.shape} but test has dimension {cov.eigenvalues.shape}")
+    return _one_step_error(P, cov, jnp.asarray(m, P.dtype), jnp.asarray(noise, P.dtype))
+
+
+@jax.jit  # one program per shape, not one compile per operation
+def _one_step_error(P, cov: Covariance, m, noise) -> jax.Array:
     S = cov.matrix()
     PS, PR = P @ S, P @ cov.sqrt_matrix()
     B = jnp.eye(P.shape[-1], dtype=P.dtype) - PS
-    noise = jnp.asarray(noise, P.dtype)
     excess = jnp.sum(PS * PS) + (jnp.trace(S) + noise**2) * jnp.sum(PR * PR)  # m × (finite-m excess)
-    inv_m = 1 / jnp.asarray(m, P.dtype)
+    inv_m = 1 / m
     return jnp.sum(B * B) + jnp.where(inv_m == 0, jnp.zeros_like(excess), excess * inv_m)
 
 
