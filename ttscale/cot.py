@@ -17,6 +17,7 @@ included, where ``ŵ_0 = 0`` gives ``||w||²``).
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -82,8 +83,12 @@ def pseudo_newton_errors(P: jax.Array, prompts: Prompts, k_max: int) -> jax.Arra
     k_max = _checks.static_int("k_max", k_max, minimum=0)
     _check_prompts(prompts)
     P = _checks.square_matrix("P", P, prompts.d)
-    stats = statistics_of(prompts)
-    return pseudo_newton.errors(pseudo_newton.PseudoNewtonParams(P.astype(prompts.X.dtype)), stats, k_max)
+    return _pseudo_newton_errors(P.astype(prompts.X.dtype), prompts, k_max)
+
+
+@functools.partial(jax.jit, static_argnums=2)  # one program per shape, not one compile per operation
+def _pseudo_newton_errors(P: jax.Array, prompts: Prompts, k_max: int) -> jax.Array:
+    return pseudo_newton.errors(pseudo_newton.PseudoNewtonParams(P), statistics_of(prompts), k_max)
 
 
 # ----------------------------------------------------------------------------- literal LSA
@@ -143,6 +148,13 @@ def lsa_errors(params, prompts: Prompts, k_max: int, rho=None, method: str = "gr
     _check_prompts(prompts, params.d)
     if rho is not None:
         _checks.positive_count("rho", rho)
+    if method not in LSA_METHODS:
+        raise ValueError(f"method must be one of {LSA_METHODS}, got {method!r}")
+    return _lsa_errors(params, prompts, k_max, rho, method)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 4))  # one program per shape, not one compile per operation
+def _lsa_errors(params, prompts: Prompts, k_max: int, rho, method: str) -> jax.Array:
     est = jax.vmap(lambda X, y: lsa_estimates(params, X, y, k_max, rho, method))(prompts.X, prompts.y)
     return squared_errors(est, prompts.w)
 

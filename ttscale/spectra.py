@@ -198,7 +198,12 @@ def power_law(d: int, alpha, trace=None, dtype=jnp.float32) -> Covariance:
         _checks.check_finite("trace", t)
         if np.any(np.asarray(t) <= 0):
             raise ValueError(f"trace must be > 0, got {trace}")
-    return Covariance(_power_law_formula(jnp, d, alpha, t, dtype))
+    return Covariance(_power_law_jnp(d, alpha, t, jnp.dtype(dtype)))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))  # one program per shape, not one compile per operation
+def _power_law_jnp(d: int, alpha, t, dtype) -> jax.Array:
+    return _power_law_formula(jnp, d, alpha, t, dtype)
 
 
 def power_law_eigenvalues(d: int, alpha, trace=None) -> np.ndarray:

@@ -100,13 +100,19 @@ def gamma_inverse(cov, n) -> jax.Array:
     """
     _checks.positive_count("n", n, allow_inf=True)
     cov = _as_cov("cov", cov)
-    g = _gamma_spectrum(cov, n)
+    g, inverse = _gamma_inverse(cov, jnp.asarray(n, cov.dtype))
     if _checks.is_concrete(g) and not np.all(np.asarray(g) > 0):
         raise ValueError(
             "cov: Γ(Λ, n) = (1 + 1/n) Λ + (tr Λ / n) I is singular (a zero eigenvalue of Λ with n = inf, "
             f"or Λ = 0; min eigenvalue of Γ {float(np.min(np.asarray(g))):.3g}), so it has no inverse"
         )
-    return cov._dense(1.0 / g)
+    return inverse
+
+
+@jax.jit  # one program per shape, not one compile per operation
+def _gamma_inverse(cov: Covariance, n) -> tuple[jax.Array, jax.Array]:
+    g = _gamma_spectrum(cov, n)
+    return g, cov._dense(1.0 / g)
 
 
 def mixture_preconditioner(covs, ns, probs, noise=0.0) -> jax.Array:
