@@ -84,3 +84,39 @@ def test_sample_statistics_draws_statistics_directly_when_m_is_at_least_d():
     assert huge.m == 1e9
     np.testing.assert_allclose(huge.S_Z, np.broadcast_to(np.eye(3), (4, 3, 3)), atol=3e-4)
     np.testing.assert_allclose(huge.ee, 1.0, atol=3e-4)
+
+
+def _lowered_programs(fn):
+    """Names of the programs JAX lowers while ``fn()`` runs (one per compiled program, eager operations included)."""
+    names = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            names.append(kwargs.get("fun_name"))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        jax.block_until_ready(fn())
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    return names
+
+
+def test_the_samplers_compile_one_program_per_shape_outside_jit():
+    """Called outside ``jit`` (a notebook), each sampler is one program, not one compile per JAX operation
+    (that cost ~2.5 s on the first call of sample_prompts); a second call of the same shapes compiles nothing."""
+    cov = tts.Covariance(jnp.asarray([1.0, 0.5, 0.25]), jnp.eye(3))  # a shape no other test of this file uses
+    key = jax.random.key(5)
+    calls = {  # the compiled program's name: each sampler's own kernel
+        "sample_prompts": lambda: tts.sample_prompts(key, cov, 7, 5, noise=0.1, start=3),
+        "sample_statistics": lambda: tts.sample_statistics(key, cov, 7, 5, noise=0.1, start=3),
+        "draw_normals": lambda: tts.sample_normals(key, 3, 7, 5, start=3),
+    }
+    for name, call in calls.items():
+        first = _lowered_programs(call)
+        assert len(first) == 1 and name in first[0], (name, first)
+        assert _lowered_programs(call) == [], name
+    # still the same draws as the op-by-op definition: prompt p depends only on (key, p)
+    a = tts.sample_prompts(key, cov, 7, 5, noise=0.1, start=3)
+    b = jax.jit(lambda k: tts.sample_prompts(k, cov, 7, 9, noise=0.1, start=0))(key)
+    np.testing.assert_array_equal(np.asarray(a.X), np.asarray(b.X)[3:8])

@@ -465,3 +465,33 @@ def test_the_test_covariance_is_called_test_and_Sigma_still_works_one_release():
         theory.limit_error(P, Sigma=cov, test=cov, k_max=3)
     with pytest.raises(ValueError, match="but test has shape"):  # messages name the argument by its new name
         theory.limit_error(P, tts.power_law(5, 1.0), 3)
+
+
+def test_closed_forms_compile_one_program_per_shape_outside_jit():
+    """limit_error, one_step_error and gamma_inverse outside ``jit``: one compiled program each (the power iteration's
+    scan and every small operation are not compiled one by one), none for a second call of the same shapes."""
+    names = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            names.append(kwargs.get("fun_name"))
+
+    cov = tts.Covariance(jnp.asarray([2.0, 1.0, 0.5, 0.5, 0.25]), jnp.eye(5))  # a shape no other test here uses
+    P = jax.block_until_ready(jnp.eye(5) * 0.3)
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        for name, call in {"gamma_inverse": lambda: tts.gamma_inverse(cov, 7),
+                           "limit_error": lambda: tts.limit_error(P, cov, 9),
+                           "one_step_error": lambda: tts.one_step_error(P, cov, 11)}.items():
+            names.clear()
+            value = jax.block_until_ready(call())
+            assert len(names) == 1 and name in names[0], (name, names)
+            names.clear()
+            np.testing.assert_array_equal(np.asarray(call()), np.asarray(value))
+            assert names == [], name
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    # the iteration itself: B = I − 0.3 Λ is diagonal, so ||B^k||_F² = Σ_i (1 − 0.3 λ_i)^{2k}
+    b = 1 - 0.3 * np.array([2.0, 1.0, 0.5, 0.5, 0.25])
+    np.testing.assert_allclose(np.asarray(tts.limit_error(P, cov, 9)),
+                               [np.sum(b ** (2 * k)) for k in range(10)], rtol=1e-5)

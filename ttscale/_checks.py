@@ -48,6 +48,9 @@ def float_array(name: str, x, dtype=None) -> jax.Array:
                 return jax.device_put(np.array(x, target, copy=True))
             if x.dtype == target:
                 return x
+        elif not isinstance(x, jax.Array):  # Python numbers and lists: staged from the host, no program compiled
+            return jax.device_put(np.array(x, jax.dtypes.canonicalize_dtype(np.asarray(x).dtype if dtype is None
+                                                                            else dtype), copy=True))
         return jnp.asarray(x, dtype=dtype)
     raise TypeError(f"{name} must be a real floating-point array, got dtype kind {kind!r}")
 

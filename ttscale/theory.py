@@ -100,7 +100,7 @@ def gamma_inverse(cov, n) -> jax.Array:
     """
     _checks.positive_count("n", n, allow_inf=True)
     cov = _as_cov("cov", cov)
-    g, inverse = _gamma_inverse(cov, jnp.asarray(n, cov.dtype))
+    g, inverse = _gamma_inverse(cov, _checks.float_array("n", n, cov.dtype))
     if _checks.is_concrete(g) and not np.all(np.asarray(g) > 0):
         raise ValueError(
             "cov: Γ(Λ, n) = (1 + 1/n) Λ + (tr Λ / n) I is singular (a zero eigenvalue of Λ with n = inf, "
@@ -161,6 +161,16 @@ def mixture_preconditioner(covs, ns, probs, noise=0.0) -> jax.Array:
 def check_simplex(name: str, probs, atol: float = 1e-5) -> None:
     """Raise ``ValueError`` unless a concrete ``probs`` is non-negative and sums to 1 (within ``atol``)."""
     _checks.simplex(name, probs, atol=atol, negative_atol=atol)
+
+
+def _matrix_shape(name: str, cov: Covariance, shape) -> None:
+    """:func:`_matrix`'s checks of a :class:`Covariance` without forming the matrix; its ``[d, d]`` must be ``shape``."""
+    cov = check_covariance(name, cov)
+    if cov.eigenvalues.ndim != 1:
+        raise ValueError(f"{name} must be one covariance (eigenvalues [d]), got a stack of shape "
+                         f"{cov.eigenvalues.shape}; jax.vmap over it instead")
+    if (cov.d, cov.d) != tuple(shape):
+        raise ValueError(f"P has shape {tuple(shape)} but {name} has shape {(cov.d, cov.d)}")
 
 
 def _checked_iteration(P, test) -> tuple[jax.Array, jax.Array, None]:
@@ -225,12 +235,17 @@ def limit_error(P, test, k_max: int) -> jax.Array:
     two), so an error beyond the dtype's range is ``inf`` (or ``0``), never ``nan``.
     """
     k_max = _checks.static_int("k_max", k_max, minimum=0)
+    if isinstance(test, Covariance):  # validated here, made dense inside the program
+        P = _checks.square_matrix("P", P)
+        _matrix_shape("test", test, P.shape)
+        return _limit_error(P, test, k_max)
     P, S, _ = _checked_iteration(P, test)
     return _limit_error(P, S, k_max)
 
 
 @functools.partial(jax.jit, static_argnums=2)  # one program per shape, not one compile per operation
-def _limit_error(P, S, k_max: int) -> jax.Array:
+def _limit_error(P, test, k_max: int) -> jax.Array:
+    S = (test.matrix() if isinstance(test, Covariance) else test).astype(P.dtype)
     return _log_limit_error(jnp.eye(P.shape[-1], dtype=P.dtype) - P @ S, k_max)[0]
 
 
@@ -250,7 +265,7 @@ def one_step_error(P, test, m, noise=0.0) -> jax.Array:
     cov = _as_cov("test", test).astype(P.dtype)
     if cov.eigenvalues.shape != P.shape[-1:]:
         raise ValueError(f"P has shape {P.shape} but test has dimension {cov.eigenvalues.shape}")
-    return _one_step_error(P, cov, jnp.asarray(m, P.dtype), jnp.asarray(noise, P.dtype))
+    return _one_step_error(P, cov, _checks.float_array("m", m, P.dtype), _checks.float_array("noise", noise, P.dtype))
 
 
 @jax.jit  # one program per shape, not one compile per operation
