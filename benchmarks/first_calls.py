@@ -5,7 +5,7 @@ the public samplers and closed forms on a small case (d = 8, 4096 prompts of len
 function is compiled as one program per shape; before that change each JAX operation inside it was
 compiled on first use. Run it against another tree with ``PYTHONPATH=TREE python benchmarks/first_calls.py``.
 
-    python benchmarks/first_calls.py [--d 8] [--m 40] [--batch 4096]
+    python benchmarks/first_calls.py [--d 8] [--m 40] [--batch 4096] [--json]   (or: ttscale bench first-calls)
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--m", type=int, default=40)
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+    ap.add_argument("--quick", action="store_true", help="a smoke test: d = 4, m = 8, 64 prompts")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.d, args.m, args.batch = 4, 8, 64
     t0 = time.perf_counter()
     import jax
 

@@ -291,6 +291,13 @@ def test_engine_settings_runs_quick():
     assert all(v[0] > 0 for v in out.values())
 
 
+def test_first_calls_times_every_listed_function():
+    import first_calls
+
+    out = first_calls.main(["--quick", "--json"])
+    assert len(out["rows"]) == 9 and all(r["first_s"] > 0 and r["warm_s"] > 0 for r in out["rows"].values())
+
+
 def test_netcdf_engines_time_ttscale_engine_and_read_back_what_they_wrote():
     """benchmarks/netcdf_engines.py --quick: ttscale's own engine is installed and timed (the script checks each file
     it wrote against the Dataset, so a lossy engine raises)."""

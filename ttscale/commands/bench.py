@@ -25,6 +25,7 @@ BENCHMARKS = {
     "parts": ("sweep_parts.py", [], "sweep-A's chunk program with its sampler or kernel ablated"),
     "variants": ("sampler_variants.py", [], "sweep-A's chunk program with other sampler/kernel layouts and XLA options"),
     "netcdf": ("netcdf_engines.py", [], "writing a sweep's Dataset with each installed netCDF engine"),
+    "first-calls": ("first_calls.py", [], "first (compiling) and warm calls of the functional API outside jit"),
 }
 DEFAULT = ("sweep-a", "sweep-a-lsa", "train-lsa", "gpt2-tokens", "scaling")
 
