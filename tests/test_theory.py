@@ -476,8 +476,10 @@ def test_closed_forms_compile_one_program_per_shape_outside_jit():
         if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
             names.append(kwargs.get("fun_name"))
 
-    cov = tts.Covariance(jnp.asarray([2.0, 1.0, 0.5, 0.5, 0.25]), jnp.eye(5))  # a shape no other test here uses
-    P = jax.block_until_ready(jnp.eye(5) * 0.3)
+    # d = 11 with a basis: a shape no other test uses (one that another test compiled first would compile nothing here)
+    lam = np.array([2.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.2, 0.2, 0.1, 0.1, 0.05], np.float32)
+    cov = tts.Covariance(jnp.asarray(lam), jnp.eye(11))
+    P = jax.block_until_ready(jnp.eye(11) * 0.3)
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
         for name, call in {"gamma_inverse": lambda: tts.gamma_inverse(cov, 7),
@@ -492,6 +494,6 @@ def test_closed_forms_compile_one_program_per_shape_outside_jit():
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
     # the iteration itself: B = I − 0.3 Λ is diagonal, so ||B^k||_F² = Σ_i (1 − 0.3 λ_i)^{2k}
-    b = 1 - 0.3 * np.array([2.0, 1.0, 0.5, 0.5, 0.25])
+    b = 1 - 0.3 * lam.astype(np.float64)
     np.testing.assert_allclose(np.asarray(tts.limit_error(P, cov, 9)),
                                [np.sum(b ** (2 * k)) for k in range(10)], rtol=1e-5)

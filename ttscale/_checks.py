@@ -48,9 +48,10 @@ def float_array(name: str, x, dtype=None) -> jax.Array:
                 return jax.device_put(np.array(x, target, copy=True))
             if x.dtype == target:
                 return x
-        elif not isinstance(x, jax.Array):  # Python numbers and lists: staged from the host, no program compiled
-            return jax.device_put(np.array(x, jax.dtypes.canonicalize_dtype(np.asarray(x).dtype if dtype is None
-                                                                            else dtype), copy=True))
+        elif dtype is not None and not isinstance(x, jax.Array):
+            # Python numbers and lists cast to a dtype asked for (strongly typed, as jnp.asarray makes them): staged
+            # from the host, where jnp.asarray would compile a conversion per shape. Without a dtype they stay weak.
+            return jax.device_put(np.array(x, jax.dtypes.canonicalize_dtype(dtype), copy=True))
         return jnp.asarray(x, dtype=dtype)
     raise TypeError(f"{name} must be a real floating-point array, got dtype kind {kind!r}")
 
