@@ -136,7 +136,8 @@ def mixture_preconditioner(covs, ns, probs, noise=0.0) -> jax.Array:
         raise ValueError(f"covs must be a stack of covariances [L, d], got eigenvalues of shape {covs.eigenvalues.shape}")
     L_tasks = covs.eigenvalues.shape[0]
     dtype = covs.dtype
-    ns = jnp.broadcast_to(jnp.asarray(ns, dtype), (L_tasks,)) if np.ndim(ns) == 0 else jnp.asarray(ns, dtype)
+    ns = _checks.float_array("ns", ns, dtype)
+    ns = jnp.broadcast_to(ns, (L_tasks,)) if ns.ndim == 0 else ns
     probs = _checks.float_array("probs", probs, dtype)
     if ns.shape != (L_tasks,):
         raise ValueError(f"ns must have one prompt length per task ({L_tasks}), got shape {ns.shape}")
@@ -145,17 +146,27 @@ def mixture_preconditioner(covs, ns, probs, noise=0.0) -> jax.Array:
     _checks.positive_count("ns", ns, allow_inf=True)
     check_simplex("probs", probs)
     _checks.real_number("noise", noise, minimum=0)
-    mats = covs.matrix()
-    noise = jnp.asarray(noise, dtype)
-    second = jax.vmap(second_moment)(mats, ns) + (noise**2 / ns)[:, None, None] * mats
-    Lbar = jnp.einsum("l,lij->ij", probs, mats)
-    Q = jnp.einsum("l,lij->ij", probs, second)
+    Lbar, Q = _mixture_moments(covs, ns, probs, _checks.float_array("noise", noise, dtype))
     if _checks.is_concrete(Q):
         ev = np.linalg.eigvalsh(np.asarray((Q + Q.T) / 2, np.float64))
         if _singular(ev):
             raise ValueError("covs: the mixture's second moment Q is singular (the tasks with probs > 0 share a "
                              f"zero-variance direction; min eigenvalue {ev[0]:.3g}), so P = Λ̄ Q⁻¹ is undefined")
-    return jnp.linalg.solve(Q.T, Lbar.T).T
+    return _right_solve(Lbar, Q)
+
+
+@jax.jit  # one program per shape, not one compile per operation
+def _mixture_moments(covs: Covariance, ns, probs, noise) -> tuple[jax.Array, jax.Array]:
+    """``(Λ̄, Q)`` of :func:`mixture_preconditioner`."""
+    mats = covs.matrix()
+    second = jax.vmap(second_moment)(mats, ns) + (noise**2 / ns)[:, None, None] * mats
+    return jnp.einsum("l,lij->ij", probs, mats), jnp.einsum("l,lij->ij", probs, second)
+
+
+@jax.jit
+def _right_solve(A, Q) -> jax.Array:
+    """``A Q⁻¹`` (``Q`` invertible)."""
+    return jnp.linalg.solve(Q.T, A.T).T
 
 
 def check_simplex(name: str, probs, atol: float = 1e-5) -> None:
