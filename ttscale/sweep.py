@@ -66,7 +66,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttscale import _checks, aot, devices, models, summary, theory
+from ttscale import _checks, _xla, aot, devices, models, summary, theory
 from ttscale import spectra as spectra_mod
 from ttscale.prompts import Statistics, draw_normals, draw_statistics, prompts_from_root, whitened_statistics
 from ttscale.spectra import Covariance
@@ -345,21 +345,18 @@ def _chunk_program(shape: _Shape):
 #: 0.138 / 0.133 against 0.130 / 0.137 s (no gain), so that program keeps XLA's default.
 _INDEPENDENT_CPU_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 
-#: ... and XLA's legacy loop-fusion emitters instead of its newer MLIR fusion emitters: the same numbers, faster.
-#: `python benchmarks/sampler_variants.py --rounds 5 --variants "engine,new emitters"` (2026-12-02, a 2-core AMD EPYC
-#: VM, alternating in one process): sweep-A's program 0.363-0.384 s against 0.418-0.506 s, every round; one process
-#: per setting (`benchmarks/engine_settings.py`) is noisier, see benchmarks/RESULTS.md. With common random numbers
-#: they measured slower (`... --crn --variants "engine,legacy emitters"`: 0.112-0.116 s against 0.095-0.105 s),
-#: so that program keeps XLA's default. An option XLA does not know fails the compile ("No such compile option"),
-#: and this one may go when the legacy emitters do: it is passed only to the jaxlib series it was measured on.
-_LEGACY_EMITTERS = {"xla_cpu_use_fusion_emitters": False}
-_LEGACY_EMITTERS_JAXLIB = ("0.10",)
+#: ... and XLA's legacy loop-fusion emitters instead of its newer MLIR fusion emitters (:mod:`ttscale._xla`): the
+#: same numbers, faster. `python benchmarks/sampler_variants.py --rounds 5 --variants "engine,new emitters"`
+#: (2026-12-02, a 2-core AMD EPYC VM, alternating in one process): sweep-A's program 0.363-0.384 s against
+#: 0.418-0.506 s, every round; one process per setting (`benchmarks/engine_settings.py`) is noisier, see
+#: benchmarks/RESULTS.md. With common random numbers they measured slower (`... --crn --variants "engine,legacy
+#: emitters"`: 0.112-0.116 s against 0.095-0.105 s), so that program keeps XLA's default.
+_LEGACY_EMITTERS = _xla.LEGACY_EMITTERS
+_LEGACY_EMITTERS_JAXLIB = _xla.LEGACY_EMITTERS_JAXLIB
 
 
 def _legacy_emitters_known() -> bool:
-    import jaxlib
-
-    return ".".join(jaxlib.__version__.split(".")[:2]) in _LEGACY_EMITTERS_JAXLIB
+    return _xla.legacy_emitters_known(_LEGACY_EMITTERS_JAXLIB)
 
 
 def _compiler_options(shape: "_Shape", mesh) -> Optional[dict]:
