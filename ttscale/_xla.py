@@ -2,8 +2,8 @@
 
 ``xla_cpu_use_fusion_emitters=False`` selects XLA's legacy loop-fusion emitters instead of its newer MLIR
 fusion emitters: the same numbers, faster for the programs that draw normals (the sweep's independent-prompt
-chunk program; :func:`ttscale.prompts.sample_prompts`: 10 ms against 49 ms warm for 4096 prompts of
-d = 8, m = 40 on a 2-core VM, ``benchmarks/RESULTS.md``). An option XLA does not know fails the compile
+chunk program; :func:`ttscale.prompts.sample_prompts`, warm, 4096 prompts of d = 8, m = 40: 0.013-0.022 s against
+0.053 s, ``python benchmarks/first_calls.py`` on a 2-core VM, ``benchmarks/RESULTS.md``). An option XLA does not know fails the compile
 ("No such compile option"), so it is passed only to the jaxlib series it was measured on, and only on the CPU.
 """
 

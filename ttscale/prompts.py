@@ -353,7 +353,7 @@ def sample_prompts(key, cov: Covariance, length: int, batch: int, noise=0.0, sta
     return _sample_prompts(key, cov, length, batch, noise, _start(start, batch))
 
 
-@functools.partial(_xla.cpu_jit, static_argnums=(2, 3))  # XLA's newer CPU emitters ran it 5× slower (ttscale._xla)
+@functools.partial(_xla.cpu_jit, static_argnums=(2, 3))  # XLA's newer CPU emitters ran it 2.4-4× slower (ttscale._xla)
 def _sample_prompts(key, cov: Covariance, length: int, batch: int, noise, start) -> Prompts:
     Z, w, eps = draw_normals(key, start, batch, cov.d, length, cov.dtype, noisy=True)
     return prompts_from_root(Z, w, eps, cov.root(), noise)
