@@ -259,6 +259,10 @@ def test_other_scripts_import_cleanly():
     import profile_sweep  # noqa: F401  (run via `ttscale bench profile`)
     import sweep_parts  # noqa: F401  (likewise: `ttscale bench parts`)
     import rng_transforms  # noqa: F401  (run by hand; its variants are timed, not compared)
+    import compile_profile  # a pytest plugin (`-p compile_profile`): its classifier of eager operations
+
+    assert compile_profile.is_eager_operation("jit(multiply)") and compile_profile.is_eager_operation("jit(_einsum)")
+    assert not compile_profile.is_eager_operation("jit(device_program)") and not compile_profile.is_eager_operation("jit(scan)")
 
 
 # one test per script, so that xdist can run them on both workers (together they took 53 s on one)

@@ -148,9 +148,7 @@ def lsa_errors(params, prompts: Prompts, k_max: int, rho=None, method: str = "gr
     _check_prompts(prompts, params.d)
     if rho is not None:
         _checks.positive_count("rho", rho)
-    if method not in LSA_METHODS:
-        raise ValueError(f"method must be one of {LSA_METHODS}, got {method!r}")
-    return _lsa_errors(params, prompts, k_max, rho, method)
+    return _lsa_errors(params, prompts, k_max, rho, method)  # lsa_estimates checks `method` while tracing
 
 
 @functools.partial(jax.jit, static_argnums=(2, 4))  # one program per shape, not one compile per operation

@@ -36,11 +36,7 @@ from ttscale.spectra import Covariance, check_covariance, hardness, stack
 def _matrix(name: str, cov) -> jax.Array:
     """Dense ``[d, d]`` matrix of a covariance; a concrete dense input must be symmetric PSD."""
     if isinstance(cov, Covariance):
-        cov = check_covariance(name, cov)
-        if cov.eigenvalues.ndim != 1:
-            raise ValueError(f"{name} must be one covariance (eigenvalues [d]), got a stack of shape "
-                             f"{cov.eigenvalues.shape}; jax.vmap over it instead")
-        return cov.matrix()
+        return _one_cov(name, cov).matrix()
     M = _checks.square_matrix(name, cov)
     if _checks.is_concrete(M):
         _as_cov(name, M)  # raises a named ValueError if not symmetric PSD
@@ -174,28 +170,18 @@ def check_simplex(name: str, probs, atol: float = 1e-5) -> None:
     _checks.simplex(name, probs, atol=atol, negative_atol=atol)
 
 
-def _matrix_shape(name: str, cov: Covariance, shape) -> None:
-    """:func:`_matrix`'s checks of a :class:`Covariance` without forming the matrix; its ``[d, d]`` must be ``shape``."""
-    cov = check_covariance(name, cov)
-    if cov.eigenvalues.ndim != 1:
-        raise ValueError(f"{name} must be one covariance (eigenvalues [d]), got a stack of shape "
-                         f"{cov.eigenvalues.shape}; jax.vmap over it instead")
-    if (cov.d, cov.d) != tuple(shape):
-        raise ValueError(f"P has shape {tuple(shape)} but {name} has shape {(cov.d, cov.d)}")
-
-
-def _checked_iteration(P, test) -> tuple[jax.Array, jax.Array, None]:
-    """Validated ``(P, Σ, None)``, dense ``[d, d]`` in ``P``'s dtype (:func:`_iteration` without ``B``)."""
+def _checked_iteration(P, test) -> tuple[jax.Array, jax.Array]:
+    """Validated ``(P, Σ)``, dense ``[d, d]`` in ``P``'s dtype."""
     P = _checks.square_matrix("P", P)
     S = _matrix("test", test)
     if S.shape != P.shape:
         raise ValueError(f"P has shape {P.shape} but test has shape {S.shape}")
-    return P, S.astype(P.dtype), None
+    return P, S.astype(P.dtype)
 
 
 def _iteration(P, test) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Validated ``(P, Σ, B = I − PΣ)``, dense ``[d, d]`` in ``P``'s dtype."""
-    P, S, _ = _checked_iteration(P, test)
+    P, S = _checked_iteration(P, test)
     return P, S, jnp.eye(P.shape[-1], dtype=P.dtype) - P @ S
 
 
@@ -247,11 +233,12 @@ def limit_error(P, test, k_max: int) -> jax.Array:
     """
     k_max = _checks.static_int("k_max", k_max, minimum=0)
     if isinstance(test, Covariance):  # validated here, made dense inside the program
-        P = _checks.square_matrix("P", P)
-        _matrix_shape("test", test, P.shape)
-        return _limit_error(P, test, k_max)
-    P, S, _ = _checked_iteration(P, test)
-    return _limit_error(P, S, k_max)
+        P, test = _checks.square_matrix("P", P), _one_cov("test", test)
+        if (test.d, test.d) != P.shape:
+            raise ValueError(f"P has shape {P.shape} but test has shape {(test.d, test.d)}")
+    else:
+        P, test = _checked_iteration(P, test)
+    return _limit_error(P, test, k_max)
 
 
 @functools.partial(jax.jit, static_argnums=2)  # one program per shape, not one compile per operation
