@@ -12,13 +12,18 @@ per-prompt errors from the engine's. Ablations (``no ...``) compute wrong number
 piece costs. Assumes sweep-A's noiseless prompts and ``m ≥ d``.
 
 - ``engine``: the engine as it is.
-- ``no LLt``: ``L`` itself handed on as ``S_Z``. ``no chi2``: the diagonal taken from ``w``. ``no erfinv``: the
+- ``no LLt``: ``L`` itself handed on as ``S_Z``. ``no chi2``: the diagonal taken from ``w``. ``no chi2 test``: each
+  χ² draw's first Marsaglia–Tsang candidate kept as it is (no acceptance test, no retry loop). ``no erfinv``: the
   off-diagonal words cast to floats. ``none``: all three.
 - ``factor``: ``S_Z`` never formed; pseudo-Newton steps with ``S_Z u = L (Lᵀ u)/m``, two triangular passes of
   prompts-minor ``[b]`` slabs (``d (d + 1)`` multiply-adds per step against ``d²``).
 - ``lower``: ``L Lᵀ`` from its lower triangle as prompts-minor slabs that skip ``L``'s zeros (1 540 multiply-adds per
   prompt at ``d = 20`` against the batched dot's 8 000), mirrored.
 - ``slices``: ``L`` assembled from static slices instead of one gather.
+- ``blocked``: ``L Lᵀ`` from ``L``'s 2×2 blocks, skipping its upper-right zero block: ``[S₁₁; S₂₁] = [L₁₁; L₂₁] L₁₁ᵀ``
+  and ``S₂₂ = [L₂₁ L₂₂][L₂₁ L₂₂]ᵀ`` (two batched dots of 4 000 multiply-adds per prompt at ``d = 20``, not one of 8 000).
+- ``minor einsum``, ``minor sum``: ``L`` gathered prompts-minor (``[d, d, b]``) and ``S_Z[i, j] = Σ_k L[i, k] L[j, k]``
+  as an ``einsum`` with the prompts as batch dimension, or as a broadcast multiply and sum over ``k``.
 - ``xnnpack``, ``scheduler``, ``new emitters``, ``region analysis``, ``no ynn``: the XLA CPU options ``xla_cpu_use_xnnpack``,
   ``xla_cpu_enable_concurrency_optimized_scheduler``, ``xla_cpu_use_fusion_emitters=True`` (XLA's default, which
   the engine turns off on jaxlib 0.10: ``sweep._LEGACY_EMITTERS``) and ``xla_cpu_copy_insertion_use_region_analysis``,
@@ -38,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_common as bc  # noqa: E402
 
-ABLATIONS = ("no LLt", "no chi2", "no erfinv", "none")
-LAYOUTS = ("factor", "lower", "slices")
+ABLATIONS = ("no LLt", "no chi2", "no chi2 test", "no erfinv", "none")
+LAYOUTS = ("factor", "lower", "slices", "blocked", "minor einsum", "minor sum")
 OPTIONS = {"xnnpack": {"xla_cpu_use_xnnpack": True},
            "scheduler": {"xla_cpu_enable_concurrency_optimized_scheduler": True},
            "new emitters": {"xla_cpu_use_fusion_emitters": True},
@@ -94,6 +99,11 @@ def _draw(variant: str):
         w = rng.prompt_normals(key, start, count, d, dtype, stream=2)
         if no_chi:
             diag = jnp.ones((count, d), dtype) * w[:, :1]
+        elif variant == "no chi2 test":  # every attempt-0 candidate 2δ(1 + c z)³ kept: no acceptance test, no retries
+            a = (m - np.arange(d)) / 2.0
+            delta, c = np.float32(a - 1 / 3), np.float32(1 / np.sqrt(9 * (a - 1 / 3)))
+            z = rng.words_to_normal(prompts._prompt_words(key, start, count, 2 * d, prompts._STREAM_DIAG_ROUND)[:, :d], dtype)
+            diag = jnp.sqrt(2 * delta * (1 + c * z) ** 3)
         else:
             diag = jnp.sqrt(prompts.chi_squares(key, start, count, m - np.arange(d), dtype))
         n_off = d * (d - 1) // 2
@@ -104,7 +114,19 @@ def _draw(variant: str):
             off = rng.prompt_normals(key, start, count, n_off, dtype, stream=prompts._STREAM_LOWER)
         if variant == "lower":
             return lower_product(off, diag, m), None, None, w
+        if variant.startswith("minor"):  # Lt[i, k, p] = L[p, i, k]
+            flat = jnp.concatenate([off.T, diag.T, jnp.zeros((1, count), off.dtype)], axis=0)
+            Lt = flat[prompts._lower_index(d)].reshape(d, d, count)
+            St = (jnp.einsum("ikp,jkp->ijp", Lt, Lt) if variant == "minor einsum"
+                  else jnp.sum(Lt[:, None, :, :] * Lt[None, :, :, :], axis=2))
+            return jnp.transpose(St / m, (2, 0, 1)), None, None, w
         L = assemble(off, diag, d)
+        if variant == "blocked":
+            h = d // 2
+            left = jnp.einsum("bik,bjk->bij", L[:, :, :h], L[:, :h, :h])  # [b, d, h]: S₁₁ over S₂₁
+            S22 = jnp.einsum("bik,bjk->bij", L[:, h:, :], L[:, h:, :])  # [b, d − h, d − h]
+            top = jnp.concatenate([left[:, :h], jnp.swapaxes(left[:, h:], 1, 2)], axis=2)
+            return jnp.concatenate([top, jnp.concatenate([left[:, h:], S22], axis=2)], axis=1) / m, None, None, w
         if variant == "factor":
             return L / np.float32(np.sqrt(m)), None, None, w  # L/√m: S_Z = (L/√m)(L/√m)ᵀ
         return (L if no_product else jnp.einsum("bik,bjk->bij", L, L) / m), None, None, w

@@ -334,3 +334,16 @@ def test_gpu_script_is_valid_bash_and_cli_lists_benchmarks():
 
     assert main(["bench", "list"]) == 0
     assert main(["bench", "no-such-benchmark"]) == 2
+
+
+def test_crn_kernel_layouts_compute_the_engines_errors():
+    """benchmarks/crn_kernel.py --quick: the other layouts of the CRN kernel and a split cell group compute the engine's
+    per-prompt errors (round-off only: a wrong transpose, a missing ``q`` or a cell mixed up with another would not)."""
+    import crn_kernel
+
+    variants = ["engine", "group 5", "cells-minor", "transposed", "prompts-minor"]
+    out = crn_kernel.main(["--quick", "--rounds", "1", "--repeats", "1", "--variants", ",".join(variants)])
+    assert sorted(out["seconds"]) == sorted(variants)
+    assert all(v[0] > 0 for v in out["seconds"].values())
+    assert sorted(out["max_relative_difference"]) == sorted(variants[1:])
+    assert max(out["max_relative_difference"].values()) < 1e-4  # measured ≤ 5.5e-6 (float32, another summation order)

@@ -24,6 +24,7 @@ BENCHMARKS = {
     "profile": ("profile_sweep.py", [], "where sweep-A's time goes (engine pieces in isolation)"),
     "parts": ("sweep_parts.py", [], "sweep-A's chunk program with its sampler or kernel ablated"),
     "variants": ("sampler_variants.py", [], "sweep-A's chunk program with other sampler/kernel layouts and XLA options"),
+    "crn-kernel": ("crn_kernel.py", [], "sweep-A's CRN chunk program with other groups, blocks, layouts and YNNPACK fusions"),
     "netcdf": ("netcdf_engines.py", [], "writing a sweep's Dataset with each installed netCDF engine"),
     "first-calls": ("first_calls.py", [], "first (compiling) and warm calls of the functional API outside jit"),
 }
