@@ -104,6 +104,35 @@ def best_warm_seconds(fn: Callable, repeats: int = 3) -> float:
     return min(times)
 
 
+def alternate_variants(variants, run: Callable, rounds: int, compared: Callable = lambda variant: True,
+                       width: int = 16) -> dict:
+    """Time ``variants`` in ``rounds`` alternating rounds in one process, printing a line per timing.
+
+    ``run(variant) -> (seconds, errors, label)``; ``"engine"`` is the reference, and each variant for which
+    ``compared(variant)`` holds also gets the largest relative difference of its ``errors`` from the engine's (over
+    the engine's finite, positive errors). Returns ``{"seconds": {variant: [s per round]},
+    "max_relative_difference": {variant: largest over rounds}}``.
+    """
+    reference = None
+    times: dict = {}
+    differences: dict = {}
+    for _ in range(rounds):
+        for variant in variants:
+            best, errs, label = run(variant)
+            times.setdefault(variant, []).append(best)
+            note = ""
+            if variant == "engine":
+                reference = errs
+            elif reference is not None and compared(variant):
+                finite = np.isfinite(reference) & (reference > 0)
+                rel = float(np.max(np.abs(errs[finite] - reference[finite]) / reference[finite]))
+                differences[variant] = max(rel, differences.get(variant, 0.0))
+                note = f"  max relative difference from the engine {rel:.1e}"
+            print(f"{variant:{width}s} {best:.3f} s{label}{note}", flush=True)
+    print("# best of each round: " + "; ".join(f"{v} {', '.join(f'{t:.3f}' for t in ts)}" for v, ts in times.items()))
+    return {"seconds": times, "max_relative_difference": differences}
+
+
 def time_numpy(fn: Callable, repeats: int = 3) -> dict:
     """Median of ``repeats`` calls of a NumPy function (no compile) → ``{"times_s", "median_s", "result"}``."""
     times = []

@@ -131,7 +131,7 @@ def main(argv=None) -> dict:
             call_args = (engine.keys(0), engine.cells, np.uint32(0), np.int32(spec.prompts))
             best = bc.best_warm_seconds(lambda: program(*call_args), args.repeats)
             errs = np.asarray(jax.block_until_ready(program(*call_args))[0])[..., :spec.prompts]  # the real prompts
-            return best, errs, shape.cell_group
+            return best, errs, f"  (group {shape.cell_group})"
         finally:
             sweep._PROMPT_BLOCK, sweep._compiler_options = real_block, real_options
             sweep._chunk_program.cache_clear()
@@ -139,24 +139,7 @@ def main(argv=None) -> dict:
     print(f"# sweep-A chunk program, pseudo_newton, common random numbers, {spec.n_spectra * len(spec.ns)} cells × "
           f"{n_prompts} prompts × 32 steps, {jax.device_count()} devices, best of {args.repeats}, {args.rounds} rounds, "
           f"variants alternating in one process")
-    reference = None
-    times: dict = {}
-    differences: dict = {}
-    for _ in range(args.rounds):
-        for variant in variants:
-            best, errs, group = run(variant)
-            times.setdefault(variant, []).append(best)
-            if variant == "engine":
-                reference = errs
-            note = ""
-            if reference is not None and variant != "engine":
-                finite = np.isfinite(reference) & (reference > 0)
-                rel = float(np.max(np.abs(errs[finite] - reference[finite]) / reference[finite]))
-                differences[variant] = max(rel, differences.get(variant, 0.0))
-                note = f"  max relative difference from the engine {rel:.1e}"
-            print(f"{variant:24s} {best:.3f} s  (group {group}){note}", flush=True)
-    print("# best of each round: " + "; ".join(f"{v} {', '.join(f'{t:.3f}' for t in ts)}" for v, ts in times.items()))
-    out = {"seconds": times, "max_relative_difference": differences}
+    out = bc.alternate_variants(variants, run, args.rounds, width=24)
     bc.write_json(args.json, out)
     return out
 

@@ -216,7 +216,7 @@ def main(argv=None) -> dict:
             program = engine.program(0, engine.padded(spec.prompts))
             call_args = (engine.keys(0), engine.cells, np.uint32(0), np.int32(spec.prompts))
             best = bc.best_warm_seconds(lambda: program(*call_args), args.repeats)
-            return best, np.asarray(jax.block_until_ready(program(*call_args))[0])
+            return best, np.asarray(jax.block_until_ready(program(*call_args))[0]), ""
         finally:
             sweep.draw_statistics, pseudo_newton._diagonal_unrolled, sweep._compiler_options = real
             sweep._chunk_program.cache_clear()
@@ -224,24 +224,7 @@ def main(argv=None) -> dict:
     print(f"# sweep-A chunk program, {args.model}, m = {args.m:g}, {'CRN' if args.crn else 'independent prompts'}, "
           f"{jax.device_count()} devices, best of {args.repeats}, "
           f"{args.rounds} rounds, variants alternating in one process")
-    reference = None
-    times: dict = {}
-    differences: dict = {}  # variant -> largest relative difference of its per-prompt errors from the engine's
-    for _ in range(args.rounds):
-        for variant in variants:
-            best, errs = run(variant)
-            times.setdefault(variant, []).append(best)
-            note = ""
-            if variant == "engine":
-                reference = errs
-            elif variant not in ABLATIONS and reference is not None:
-                finite = np.isfinite(reference) & (reference > 0)
-                rel = float(np.max(np.abs(errs[finite] - reference[finite]) / reference[finite]))
-                differences[variant] = max(rel, differences.get(variant, 0.0))
-                note = f"  max relative difference from the engine {rel:.1e}"
-            print(f"{variant:16s} {best:.3f} s{note}", flush=True)
-    print("# best of each round: " + "; ".join(f"{v} {', '.join(f'{t:.3f}' for t in ts)}" for v, ts in times.items()))
-    return {"seconds": times, "max_relative_difference": differences}
+    return bc.alternate_variants(variants, run, args.rounds, compared=lambda v: v not in ABLATIONS)
 
 
 if __name__ == "__main__":
