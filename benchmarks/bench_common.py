@@ -90,9 +90,9 @@ def time_call(fn: Callable, repeats: int = 3, warmup: bool = True) -> dict:
     return out
 
 
-def best_warm_seconds(fn: Callable, repeats: int = 3) -> float:
-    """Best of ``repeats`` warm calls of ``fn()`` (one call first to compile), each waited for with
-    ``jax.block_until_ready``: the figure of the micro-benchmarks (kernel layouts, RNG options, ablations)."""
+def warm_seconds(fn: Callable, repeats: int = 3) -> list:
+    """Seconds of each of ``repeats`` warm calls of ``fn()`` (one call first to compile), each waited for with
+    ``jax.block_until_ready``."""
     import jax
 
     jax.block_until_ready(fn())
@@ -101,7 +101,13 @@ def best_warm_seconds(fn: Callable, repeats: int = 3) -> float:
         t0 = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return times
+
+
+def best_warm_seconds(fn: Callable, repeats: int = 3) -> float:
+    """Best of ``repeats`` warm calls of ``fn()`` (:func:`warm_seconds`): the figure of the micro-benchmarks
+    (kernel layouts, RNG options, ablations)."""
+    return min(warm_seconds(fn, repeats))
 
 
 def alternate_variants(variants, run: Callable, rounds: int, compared: Callable = lambda variant: True,

@@ -6,7 +6,7 @@ Times the engine's chunk program (``ttscale.sweep._chunk_program``, all 4096 pro
 sweep-A in one call, on every device) as it is, then with the draws replaced by constant statistics
 ("no sampling": the kernel and moments alone), with the model's kernel replaced by a sum of its inputs
 ("no kernel": the sampler and moments alone), and with both replaced (the program's fixed overhead).
-Each figure is the best of ``--repeats`` warm calls. The ablated programs compute wrong numbers on
+Each figure is the best of ``--repeats`` warm calls (their range beside it: this shows how noisy the machine is). The ablated programs compute wrong numbers on
 purpose; they only say what each part costs. Independent prompts by default (``--crn`` for common
 random numbers).
 """
@@ -47,8 +47,9 @@ def main(argv=None) -> dict:
         batch = engine.padded(spec.prompts)
         program = engine.program(0, batch)
         call_args = (engine.keys(0), engine.cells, np.uint32(0), np.int32(spec.prompts))
-        best = bc.best_warm_seconds(lambda: program(*call_args), args.repeats)
-        print(f"{label:<34} {best:.3f} s")
+        times = bc.warm_seconds(lambda: program(*call_args), args.repeats)
+        best = min(times)
+        print(f"{label:<34} {best:.3f} s  (all {args.repeats}: {min(times):.3f}–{max(times):.3f} s)")
         return best
 
     real_draw, real_block = sweep._draw, sweep._block_errors
