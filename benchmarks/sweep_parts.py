@@ -6,9 +6,9 @@ Times the engine's chunk program (``ttscale.sweep._chunk_program``, all 4096 pro
 sweep-A in one call, on every device) as it is, then with the draws replaced by constant statistics
 ("no sampling": the kernel and moments alone), with the model's kernel replaced by a sum of its inputs
 ("no kernel": the sampler and moments alone), and with both replaced (the program's fixed overhead).
-Each figure is the best of ``--repeats`` warm calls (their range beside it: this shows how noisy the machine is). The ablated programs compute wrong numbers on
-purpose; they only say what each part costs. Independent prompts by default (``--crn`` for common
-random numbers).
+Each figure is the best of ``--repeats`` warm calls, with their range beside it (how noisy the machine
+is). The ablated programs compute wrong numbers on purpose; they only say what each part costs.
+Independent prompts by default (``--crn`` for common random numbers).
 """
 
 from __future__ import annotations

@@ -220,7 +220,9 @@ def test_no_jitter_pool_qp_ignores_length():
     s = sel.select_mixture(pool, power_law(6, 0.8), "qp")
     np.testing.assert_allclose(s.probs, [0, 0, 0.25, 0.25, 0, 0, 0.25, 0.25], atol=1e-5)  # Σ = Λ_hard: exact fit, split by symmetry
     assert float(s.objective) < 1e-8  # an exact fit: far below float32 round-off of the expanded form's constant d = 6
-    np.testing.assert_allclose(float(s.objective), float(sel.qp_objective(pool, power_law(6, 0.8), s.probs)), atol=1e-12)
+    # and it is the formula's value at those probabilities (NumPy, float64 mixture), not the expanded form's round-off
+    exact_fit = _qp_numpy(pool, power_law(6, 0.8), False)(np.asarray(s.probs, np.float64))
+    np.testing.assert_allclose(float(s.objective), exact_fit, atol=1e-12)
 
 
 def test_selection_study_prop43_small():

@@ -518,17 +518,16 @@ def _select_jit(pool: TaskMixture, test: Covariance, criterion: str, k: int, agg
         probs = projected_gradient(log_fun, x0, iters)
         grad = jax.grad(log_fun)(probs)
         step = jnp.ones((), pool.dtype)
+        value = fun(probs)
     else:
         H, b, const = _qp_terms(pool, test, criterion == "qp-length")
         probs = solve_simplex_qp(H, b, iters)
-        fun = lambda p: const - 2 * jnp.dot(b, p) + p @ H @ p
-        grad = jax.grad(fun)(probs)
+        grad = jax.grad(lambda p: const - 2 * jnp.dot(b, p) + p @ H @ p)(probs)
         step = 1.0 / jnp.maximum(2 * jnp.linalg.eigvalsh(H)[-1], jnp.finfo(H.dtype).tiny)
         # the value from ||I − Σ⁻¹ Σ_ℓ π_ℓ M_ℓ||_F² itself: the expanded form cancels ``const = d`` down to round-off of d
         # (2⁻²¹ in float32 at d = 6) where the fit is exact
-        return Selection(probs, _qp_objective_core(pool, test, probs, criterion == "qp-length"), grad,
-                         kkt_violation(probs, grad, step))
-    return Selection(probs, fun(probs), grad, kkt_violation(probs, grad, step))
+        value = _qp_objective_core(pool, test, probs, criterion == "qp-length")
+    return Selection(probs, value, grad, kkt_violation(probs, grad, step))
 
 
 # ============================================================================ baselines and summaries
