@@ -58,10 +58,11 @@ def _env(**extra) -> dict:
     return env
 
 
-@pytest.fixture(scope="module")
-def jobs(tmp_path_factory):
-    """Start every job at once, wait for all (bounded); ``{name: (returncode, stdout, stderr)}`` and the directory."""
-    out = tmp_path_factory.mktemp("multiprocess")
+def _run_jobs(out):
+    """Start every job at once, wait for all (bounded); ``{name: (returncode, stdout, stderr)}``.
+
+    One test runs them all: a module-scoped fixture shared by two tests would run the five interpreters once per
+    pytest-xdist worker that takes one of those tests (the suite's ``--dist worksteal`` keeps no module together)."""
     worker_port, cli_port = _free_port(), _free_port()
     worker = [sys.executable, str(WORKER)]
     commands = {
@@ -92,7 +93,7 @@ def jobs(tmp_path_factory):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    return results, out
+    return results
 
 
 def _check(results, *names):
@@ -119,8 +120,11 @@ def _dataset(path):
         return ds.load()
 
 
-def test_two_processes_give_the_single_process_dataset_bit_for_bit(jobs):
-    results, out = jobs
+def test_two_processes_give_the_single_process_dataset_bit_for_bit(tmp_path):
+    """Two workers (the README's localhost recipe), and ``ttscale --cpu-devices 1 sweep --distributed`` in two
+    processes joining from the TTSCALE_* variables: each writes the dataset of one process with two devices."""
+    out = tmp_path
+    results = _run_jobs(out)
     _check(results, "two:0", "two:1", "single2")
     reports = [_report(results, f"two:{i}") for i in (0, 1)]
     assert [r["process_index"] for r in reports] == [0, 1]
@@ -141,10 +145,7 @@ def test_two_processes_give_the_single_process_dataset_bit_for_bit(jobs):
         for name in ("mean", "stderr", "median"):
             np.testing.assert_array_equal(got[name], two[name].values, err_msg=f"process {i}: {name}")
 
-
-def test_the_command_line_joins_a_job_from_the_environment(jobs):
-    """``ttscale --cpu-devices 1 sweep --distributed`` in two processes (TTSCALE_* variables): the same file."""
-    results, out = jobs
+    # the command line joins a job from the environment: the same file
     _check(results, "cli:0", "cli:1", "single2")
     assert "wrote" in results["cli:0"][1] and "ttscale sweep:" not in results["cli:1"][1]  # process 1 prints no summary
     cli, single2 = _dataset(out / "cli.nc"), _dataset(out / "single2.nc")
