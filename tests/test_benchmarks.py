@@ -260,6 +260,10 @@ def test_other_scripts_import_cleanly():
     import sweep_parts  # noqa: F401  (likewise: `ttscale bench parts`)
     import rng_transforms  # noqa: F401  (run by hand; its variants are timed, not compared)
     import compile_profile  # a pytest plugin (`-p compile_profile`): its classifier of eager operations
+    import chunk_compile  # run by hand (fresh processes); a setting it does not know is refused by name
+
+    with pytest.raises(SystemExit, match="unknown settings \\['no such'\\]"):
+        chunk_compile.main(["--settings", "engine,no such"])
 
     assert compile_profile.is_eager_operation("jit(multiply)") and compile_profile.is_eager_operation("jit(_einsum)")
     assert not compile_profile.is_eager_operation("jit(device_program)") and not compile_profile.is_eager_operation("jit(scan)")
