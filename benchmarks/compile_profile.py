@@ -7,7 +7,8 @@ The plugin adds up JAX's compile events (``jax.monitoring``: tracing, lowering t
 compile) in each test process, per program name and test, and writes one JSON file per xdist worker into
 ``$TTSCALE_COMPILE_PROFILE``. Child processes a test starts are not counted. The summary prints the seconds
 per event, the share of single JAX operations run eagerly (programs named after a ``jax.lax`` or
-``jax.numpy`` function: compiled one per operation, shape and dtype), and the largest programs and tests.
+``jax.numpy`` function: compiled one per operation, shape and dtype), and the largest programs and tests (also by
+those eager operations alone).
 """
 
 from __future__ import annotations
@@ -61,22 +62,24 @@ def summarise(folder: str, top: int = 15) -> dict:
     for path in sorted(glob.glob(os.path.join(folder, "compile_*.json"))):
         with open(path) as fh:
             rows += json.load(fh)
-    by_event, by_program, by_test = (collections.defaultdict(float) for _ in range(3))
+    by_event, by_program, by_test, eager_by_test = (collections.defaultdict(float) for _ in range(4))
     eager = 0.0
     for event, name, test, seconds in rows:
         by_event[event] += seconds
         by_program[name] += seconds
         by_test[test] += seconds
-        eager += seconds if is_eager_operation(name) else 0.0
+        if is_eager_operation(name):
+            eager += seconds
+            eager_by_test[test] += seconds
     total = sum(by_event.values())
     print(f"compile events in the test processes: {total:.1f} s  " +
           "  ".join(f"{e} {s:.1f} s" for e, s in sorted(by_event.items(), key=lambda x: -x[1])))
     print(f"single operations run eagerly: {eager:.1f} s ({100 * eager / max(total, 1e-9):.0f} %)")
-    for title, table in (("programs", by_program), ("tests", by_test)):
+    for title, table in (("programs", by_program), ("tests", by_test), ("tests by eager operations", eager_by_test)):
         print(f"largest {title}:")
         for name, seconds in sorted(table.items(), key=lambda x: -x[1])[:top]:
             print(f"  {seconds:7.2f} s  {name}")
-    return {"total_s": total, "eager_s": eager, "by_event": dict(by_event)}
+    return {"total_s": total, "eager_s": eager, "by_event": dict(by_event), "eager_by_test": dict(eager_by_test)}
 
 
 if __name__ == "__main__":

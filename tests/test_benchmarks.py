@@ -269,6 +269,23 @@ def test_other_scripts_import_cleanly():
     assert not compile_profile.is_eager_operation("jit(device_program)") and not compile_profile.is_eager_operation("jit(scan)")
 
 
+def test_compile_profile_summary_adds_up_each_workers_events(tmp_path, capsys):
+    import json as json_mod
+
+    import compile_profile
+
+    rows = [["backend_compile_duration", "jit(device_program)", "t::a", 2.0],
+            ["backend_compile_duration", "jit(multiply)", "t::a", 0.25],
+            ["jaxpr_trace_duration", "jit(multiply)", "t::b", 0.5]]
+    (tmp_path / "compile_gw0.json").write_text(json_mod.dumps(rows[:2]))
+    (tmp_path / "compile_gw1.json").write_text(json_mod.dumps(rows[2:]))
+    out = compile_profile.summarise(str(tmp_path))
+    assert out["total_s"] == 2.75 and out["eager_s"] == 0.75
+    assert out["by_event"] == {"backend_compile_duration": 2.25, "jaxpr_trace_duration": 0.5}
+    assert out["eager_by_test"] == {"t::a": 0.25, "t::b": 0.5}
+    assert "single operations run eagerly: 0.8 s (27 %)" in capsys.readouterr().out
+
+
 # one test per script, so that xdist can run them on both workers (together they took 53 s on one)
 def test_train_lsa_runs_quick():
     import train_lsa
