@@ -5,7 +5,8 @@ and where a warm ``run_sweep`` spends its time outside that program.
 
 Each (workload, setting) runs in a process of its own (the settings are read when the program is built), the
 settings alternating within each round; each line gives the median of ``--repeats`` warm calls of sweep-A's chunk
-program (all 80 cells × 4096 prompts, every device). Settings: ``sweep._PROMPT_BLOCK`` 16 (the engine's) vs 8;
+program (all 80 cells × 4096 prompts, every device) and XLA's compile seconds for it (``jax.monitoring``'s
+backend-compile event; extra ``XLA_FLAGS`` in the environment reach every child). Settings: ``sweep._PROMPT_BLOCK`` 16 (the engine's) vs 8;
 the chunk program's ``xla_cpu_prefer_vector_width=512`` (``sweep._INDEPENDENT_CPU_OPTIONS``: independent prompts
 only) vs XLA's default width (for CRN, the option forced vs the engine's default); and, for independent prompts,
 XLA's legacy loop-fusion emitters (``sweep._LEGACY_EMITTERS``, the engine's choice on jaxlib 0.10) vs its newer
@@ -48,6 +49,7 @@ def _spec(workload: str, quick: bool):
 def child(block: int, width: str, workload: str, repeats: int, quick: bool) -> dict:
     import jax
     import numpy as np
+    from jax import monitoring
 
     import ttscale
     from ttscale import sweep
@@ -70,6 +72,13 @@ def child(block: int, width: str, workload: str, repeats: int, quick: bool) -> d
         sweep._compiler_options = without(*sweep._LEGACY_EMITTERS)
     elif width == "legacy":
         sweep._compiler_options = lambda shape, mesh: dict(sweep._LEGACY_EMITTERS)
+    compiled = []
+
+    def listen(event, duration, **kwargs):  # XLA's compile of the chunk program (named "jit(device_program)")
+        if event == "/jax/core/compile/backend_compile_duration" and "device_program" in str(kwargs.get("fun_name")):
+            compiled.append(duration)
+
+    monitoring.register_event_duration_secs_listener(listen)
     spec = _spec(workload, quick)
     engine = sweep._Engine(spec)
     batch = engine.padded(spec.prompts)
@@ -81,7 +90,7 @@ def child(block: int, width: str, workload: str, repeats: int, quick: bool) -> d
         t0 = time.perf_counter()
         jax.block_until_ready(program(*args))
         times.append(time.perf_counter() - t0)
-    return {"min": min(times), "median": float(np.median(times))}
+    return {"min": min(times), "median": float(np.median(times)), "compile": sum(compiled)}
 
 
 def host_parts(quick: bool, workload: str = "pseudo_newton") -> dict:
@@ -135,6 +144,7 @@ def main(argv=None) -> dict:
     p.add_argument("--workloads", default="pseudo_newton,crn,gd,lsa")
     p.add_argument("--host", action="store_true", help="time run_sweep's pieces outside the chunk program instead")
     p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
+    p.add_argument("--compile-json", default=None, help="also write each setting's compile seconds here")
     p.add_argument("--child", nargs=3, metavar=("BLOCK", "WIDTH", "WORKLOAD"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -150,8 +160,9 @@ def main(argv=None) -> dict:
                 print(f"{name:24s} {1000 * seconds:8.1f} ms", flush=True)
             out[workload] = parts
         return out
-    rows = {}
-    print(f"# sweep-A chunk program, median of {args.repeats} warm calls, one process per setting, {args.rounds} rounds")
+    rows, compiles = {}, {}
+    print(f"# sweep-A chunk program, median of {args.repeats} warm calls and XLA's compile of it (without JAX's"
+          f" persistent cache unless JAX_COMPILATION_CACHE_DIR is set), one process per setting, {args.rounds} rounds")
     for workload in args.workloads.split(","):
         for _ in range(args.rounds):
             for label, (block, width) in SETTINGS.items():
@@ -162,7 +173,13 @@ def main(argv=None) -> dict:
                 done = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 r = json.loads(done.stdout.strip().splitlines()[-1])
                 rows.setdefault((workload, label), []).append(r["median"])
-                print(f"{workload:14s} {label:28s} median {r['median']:.3f} s  (min {r['min']:.3f})", flush=True)
+                compiles.setdefault((workload, label), []).append(r["compile"])
+                print(f"{workload:14s} {label:28s} median {r['median']:.3f} s  (min {r['min']:.3f});"
+                      f" XLA compile {r['compile']:.2f} s", flush=True)
+    if args.compile_json:
+        import bench_common as bc
+
+        bc.write_json(args.compile_json, {f"{w} | {s}": v for (w, s), v in compiles.items()})
     return {f"{w} | {s}": v for (w, s), v in rows.items()}
 
 
