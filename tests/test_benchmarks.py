@@ -356,6 +356,18 @@ def test_gpu_script_is_valid_bash_and_cli_lists_benchmarks():
     assert main(["bench", "no-such-benchmark"]) == 2
 
 
+def test_crn_ceiling_kernel_computes_the_engines_errors():
+    """benchmarks/crn_ceiling.py --quick: the hand-tiled C kernel, on 10 cells padded to 16 and the engine's own S_Z,
+    computes the engine's per-prompt errors (a wrong index of q, S_Z or a cell, or a lost padding row would not)."""
+    import crn_ceiling
+
+    out = crn_ceiling.main(["--quick", "--rounds", "1", "--repeats", "1", "--no-peak"])
+    if "skipped" in out:
+        pytest.skip(out["skipped"])
+    assert out["max_relative_difference"] < 1e-4  # measured 0 at this size, 4.7e-7 at sweep-A's
+    assert len(out["seconds"]) == 4 and all(t[0] > 0 for t in out["seconds"].values())
+
+
 def test_crn_kernel_layouts_compute_the_engines_errors():
     """benchmarks/crn_kernel.py --quick: the other layouts of the CRN kernel and a split cell group compute the engine's
     per-prompt errors (round-off only: a wrong transpose, a missing ``q`` or a cell mixed up with another would not)."""

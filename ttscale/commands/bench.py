@@ -25,6 +25,7 @@ BENCHMARKS = {
     "parts": ("sweep_parts.py", [], "sweep-A's chunk program with its sampler or kernel ablated"),
     "variants": ("sampler_variants.py", [], "sweep-A's chunk program with other sampler/kernel layouts and XLA options"),
     "crn-kernel": ("crn_kernel.py", [], "sweep-A's CRN chunk program with other groups, blocks, layouts and YNNPACK fusions"),
+    "crn-ceiling": ("crn_ceiling.py", [], "sweep-A's CRN kernel against a hand-tiled AVX2 C kernel (needs a C compiler)"),
     "netcdf": ("netcdf_engines.py", [], "writing a sweep's Dataset with each installed netCDF engine"),
     "first-calls": ("first_calls.py", [], "first (compiling) and warm calls of the functional API outside jit"),
 }
