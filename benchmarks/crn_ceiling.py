@@ -8,10 +8,10 @@ prompts × 32 steps × d² = 4.2·10⁹ multiply-adds at sweep-A size. XLA's CPU
 This script times, on the same ``S_Z`` (drawn by the engine's own sampler for sweep-A's 80 cells):
 
 - the engine's kernel as its chunk program calls it (``sweep._block_errors`` over cache-resident blocks), jitted on one
-  XLA CPU device for half the prompts (one core's share), and on every device at once for all of them;
+  XLA CPU device for its share of the prompts (half of them on 2 cores), and on every device at once for all of them;
 - ``benchmarks/crn_ceiling.c``: the same iteration as a C kernel with the product tiled by hand for AVX2 and FMA
   (5 rows × 16 cells per tile; the state stays in L1), built with the system C compiler (``$CC`` or ``cc``,
-  ``-O3 -march=native``) and called through ``ctypes`` on one thread for the same half, and on one thread per device
+  ``-O3 -march=native``) and called through ``ctypes`` on one thread for the same share, and on one thread per device
   for all prompts;
 
 each the best of ``--repeats`` warm calls, alternating in ``--rounds`` rounds. The C kernel's errors are checked
@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -107,16 +106,6 @@ def c_errors(lib, arrays, k_max: int, threads: int, pool=None):
     return err
 
 
-def best_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=2)
@@ -172,23 +161,24 @@ def main(argv=None) -> dict:
         print(f"# sweep-A CRN kernel: {shape.cells} cells × {prompts} prompts × {spec.k_max} steps, d = {spec.d}: "
               f"{flops / 1e9:.2f} GFLOP; {n_devices} devices / threads; best of {args.repeats}, {args.rounds} rounds")
         print(f"# C kernel against the engine's errors: largest relative difference {rel:.1e}")
+        share = f"1/{n_devices} of the prompts"
         variants = {
-            "engine, one device (half)": lambda: jax.block_until_ready(kernel(*placed[0])),
-            "C, one thread (half)": lambda: c_errors(lib, one, spec.k_max, 1),
+            f"engine, one device ({share})": lambda: kernel(*placed[0]),
+            f"C, one thread ({share})": lambda: c_errors(lib, one, spec.k_max, 1),
             "engine, every device": engine_all,
             f"C, {n_devices} threads": lambda: c_errors(lib, arrays, spec.k_max, n_devices, pool),
         }
         seconds: dict = {name: [] for name in variants}
         for _ in range(args.rounds):
             for name, fn in variants.items():
-                seconds[name].append(best_seconds(fn, args.repeats))
+                seconds[name].append(bc.best_warm_seconds(fn, args.repeats))
         peak = None if args.no_peak else bc.peaks()["peak_gflops"]
         rates = {}
         for name, ts in seconds.items():
-            work = flops * (h / prompts if "half" in name else 1.0)
+            work = flops * (h / prompts if share in name else 1.0)
             rates[name] = work / min(ts) / 1e9
-            share = "" if peak is None else f", {100 * rates[name] / peak:.0f} % of the matmul peak"
-            print(f"{name:28s} {', '.join(f'{t:.3f}' for t in ts)} s  ({rates[name]:.1f} GFLOP/s{share})")
+            of_peak = "" if peak is None else f", {100 * rates[name] / peak:.0f} % of the matmul peak"
+            print(f"{name:36s} {', '.join(f'{t:.3f}' for t in ts)} s  ({rates[name]:.1f} GFLOP/s{of_peak})")
         if peak is not None:
             print(f"# float32 matmul peak (2048², NumPy and JAX, the larger): {peak:.1f} GFLOP/s")
         ratio = min(seconds["engine, every device"]) / min(seconds[f"C, {n_devices} threads"])
