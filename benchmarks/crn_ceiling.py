@@ -178,7 +178,7 @@ def main(argv=None) -> dict:
             work = flops * (h / prompts if share in name else 1.0)
             rates[name] = work / min(ts) / 1e9
             of_peak = "" if peak is None else f", {100 * rates[name] / peak:.0f} % of the matmul peak"
-            print(f"{name:36s} {', '.join(f'{t:.3f}' for t in ts)} s  ({rates[name]:.1f} GFLOP/s{of_peak})")
+            print(f"{name:40s} {', '.join(f'{t:.3f}' for t in ts)} s  ({rates[name]:.1f} GFLOP/s{of_peak})")
         if peak is not None:
             print(f"# float32 matmul peak (2048², NumPy and JAX, the larger): {peak:.1f} GFLOP/s")
         ratio = min(seconds["engine, every device"]) / min(seconds[f"C, {n_devices} threads"])
