@@ -4,6 +4,7 @@ mixture pytree (ttscale.tasks) it works on; the studies of the task_selection pr
 from __future__ import annotations
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -295,6 +296,17 @@ def test_dataset_pool_reading():
     assert np.mean(lmin < 0.5 * lmin_pop) > 0.5
     with pytest.raises(ValueError, match="number of training prompts"):
         sel.dataset_pool(jax.random.key(0), d=4, types=(("x", 0.2, 2.5),))
+
+
+def test_dataset_pools_eigendecompose_every_task_in_one_lapack_call():
+    """``random_pools(..., dataset_pool)`` makes one batched ``eigh`` of all tasks, not one per task type. XLA's CPU
+    runtime runs independent custom calls concurrently, and jaxlib's batched LAPACK kernels wait on the thread pool
+    that runs them: with four per-type calls, 1024 pools on 2 cores hung with every pool thread waiting (jax 0.10.2;
+    the values are tested in test_dataset_pool_reading)."""
+    compiled = jax.jit(lambda k: sel.random_pools(k, 8, sel.dataset_pool, d=4, n=5).covariances.eigenvalues).lower(
+        jax.random.key(11)).compile()
+    calls = re.findall(r'custom_call_target="lapack_\w*syevd\w*"', compiled.as_text())  # 4 before: one per task type
+    assert len(calls) == 1, calls
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -165,10 +165,20 @@ def empirical_covariance(key, cov: Covariance, samples: int) -> Covariance:
 
 @functools.partial(jax.jit, static_argnames=("samples",))
 def _empirical_covariance_core(key, cov: Covariance, samples: int) -> Covariance:
+    return _eigendecomposed(_empirical_moment(key, cov, samples))
+
+
+def _empirical_moment(key, cov: Covariance, samples: int) -> jax.Array:
+    """``Λ̂ = X Xᵀ / N [d, d]`` (symmetrised), ``X = A Z``, ``Z [d, N]`` standard normals from ``key``."""
     d, dtype = cov.d, cov.dtype
     X = cov.apply_sqrt(jax.random.normal(key, (d, samples), dtype))  # [d, N], columns ~ N(0, Λ)
     M = (X @ X.T) / samples
-    eig, U = jnp.linalg.eigh((M + M.T) / 2)
+    return (M + M.T) / 2
+
+
+def _eigendecomposed(M) -> Covariance:
+    """``Λ̂ [..., d, d]`` as a :class:`Covariance` (``eigh``; round-off negatives clipped to 0)."""
+    eig, U = jnp.linalg.eigh(M)
     return Covariance(jnp.clip(eig, 0.0, None), U)
 
 
@@ -206,16 +216,18 @@ def _dataset_pool_core(key, alpha_jitter, rotation, d, per_type, n, types, dtype
     k_pop, k_x = jax.random.split(key)
     pop = _population_covariances(k_pop, alpha_jitter, rotation, d, per_type, types, dtype)
     keys = jax.random.split(k_x, L)
-    eig, basis = [], []
+    moments = []
     for t, (_, _, B) in enumerate(types):  # one sample size per type (static): vmap the tasks of that type
         sl = slice(t * per_type, (t + 1) * per_type)
         part = jax.tree_util.tree_map(lambda a: a[sl], pop)
-        emp = jax.vmap(lambda k, c: _empirical_covariance_core(k, c, int(B) * n))(keys[sl], part)
-        eig.append(emp.eigenvalues)
-        basis.append(emp.basis)
+        moments.append(jax.vmap(lambda k, c: _empirical_moment(k, c, int(B) * n))(keys[sl], part))
+    # One eigh of all L tasks, not one per type: XLA's CPU runtime runs independent custom calls concurrently, and
+    # jaxlib's batched LAPACK kernels then wait on the same intra-op thread pool that runs them. With several
+    # large batches at once (``random_pools`` of 1024 pools on 2 cores) every pool thread waited and the program
+    # never finished. The same numbers: each matrix's eigh does not depend on the batch it is in.
+    emp = _eigendecomposed(jnp.concatenate(moments))
     labels = tuple(name for name, _, _ in types for _ in range(per_type))
-    return TaskMixture(Covariance(jnp.concatenate(eig), jnp.concatenate(basis)), jnp.full((L,), float(n), dtype),
-                       jnp.full((L,), 1.0 / L, dtype), labels)
+    return TaskMixture(emp, jnp.full((L,), float(n), dtype), jnp.full((L,), 1.0 / L, dtype), labels)
 
 
 #: The pool generators for the two readings of ``(α, B)``: ``B`` = prompt length (:func:`paper_pool`) or
