@@ -276,7 +276,7 @@ Paper: {' > '.join(PAPER_RANKING)}.
 {cmp.attrs['steps']} SGD steps × {cmp.attrs['batch']} prompts per mixture; test: {cmp.attrs['prompts']} prompts of length
 m = {cmp.attrs['m']}. Cells: trained-LSA mean error ± s.e. [pseudo-Newton with the exact P(π), same prompts]
 (m → ∞ limit of the exact P(π)). Last column: relative distance of the learned preconditioner from P(π).
-Data: `comparison.csv` (all k), figure `comparison.png`; study: `table.csv`, `selection.png`.
+Data beside this file: `comparison.csv` (all k) and `table.csv` (the study); figure: `../figures/task_selection.png`.
 
 {t2}
 
