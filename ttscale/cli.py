@@ -136,6 +136,9 @@ def main(argv=None) -> int:
         return code
 
     try:
+        from ttscale.numpy_dispatch import import_numpy
+
+        import_numpy()  # before anything imports NumPy: on AMD Zen 4, without its slow AVX-512 sorts
         from ttscale.devices import use_compile_cache, use_cpu_cores
 
         use_cpu_cores(args.cpu_devices, warn=args.cpu_devices is not None)

@@ -28,6 +28,7 @@ BENCHMARKS = {
     "crn-ceiling": ("crn_ceiling.py", [], "sweep-A's CRN kernel against a hand-tiled AVX2 C kernel (needs a C compiler)"),
     "netcdf": ("netcdf_engines.py", [], "writing a sweep's Dataset with each installed netCDF engine"),
     "first-calls": ("first_calls.py", [], "first (compiling) and warm calls of the functional API outside jit"),
+    "numpy-partition": ("numpy_partition.py", [], "NumPy's partition (the exact medians' kernel) on this CPU's kernels"),
 }
 DEFAULT = ("sweep-a", "sweep-a-lsa", "train-lsa", "gpt2-tokens", "scaling")
 
@@ -51,8 +52,9 @@ def add_arguments(p):
 def run(args) -> int:
     names = [n.lower() for n in args.names] or list(DEFAULT)
     if names == ["list"]:
+        wide = max(map(len, BENCHMARKS)), max(len(script) for script, _, _ in BENCHMARKS.values())
         for name, (script, _, desc) in BENCHMARKS.items():
-            print(f"{name:<12} benchmarks/{script:<18} {desc}")
+            print(f"{name:<{wide[0]}} benchmarks/{script:<{wide[1]}} {desc}")
         return 0
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:

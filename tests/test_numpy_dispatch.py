@@ -1,0 +1,84 @@
+"""ttscale.numpy_dispatch: NumPy imported without its AVX-512 sorts on AMD Zen 4, and only there."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ttscale.numpy_dispatch import AVX512_TARGETS, VARIABLE, numpy_version, slow_avx512_sort
+
+
+def cpuinfo(vendor="AuthenticAMD", family=25, flags="fpu sse2 avx2 fma avx512f avx512bw"):
+    one = (f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: 17\n"
+           f"model name\t: AMD EPYC\nflags\t\t: {flags}\n")
+    return one + "\n" + one.replace("processor\t: 0", "processor\t: 1")
+
+
+def test_zen4_is_amd_family_25_with_avx512f_and_nothing_else_is():
+    assert slow_avx512_sort(cpuinfo())
+    assert not slow_avx512_sort(cpuinfo(flags="fpu sse2 avx2 fma"))  # Zen 3: family 25, no AVX-512
+    assert not slow_avx512_sort(cpuinfo(family=26))  # Zen 5
+    assert not slow_avx512_sort(cpuinfo(vendor="GenuineIntel", family=6))  # Intel AVX-512: fast compress-store
+    assert not slow_avx512_sort(cpuinfo(flags="fpu avx512fp16 avx2"))  # a flag that merely starts with avx512f
+    assert not slow_avx512_sort("")
+
+
+def test_numpy_version_is_read_without_importing_it():
+    major, minor = (int(v) for v in np.__version__.split(".")[:2])
+    assert numpy_version() == (major, minor)
+
+
+def _child(code: str, env: dict) -> dict:
+    out = subprocess.run([sys.executable, "-W", "error::ImportWarning", "-c", code], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+CHILD = """
+import json, os, sys
+from ttscale.numpy_dispatch import import_numpy
+set_to = import_numpy(cpuinfo={info!r})
+import numpy; f = numpy._core._multiarray_umath.__cpu_features__
+print(json.dumps({{"set_to": set_to, "left": os.environ.get("{var}"), "x86_v4": bool(f.get("X86_V4")),
+                  "avx512_icl": bool(f.get("AVX512_ICL"))}}))
+"""
+
+
+@pytest.mark.skipif(np.lib.NumpyVersion(np.__version__) < "2.4.0", reason="NumPy < 2.4 keeps its kernels here")
+def test_on_zen4_numpy_loses_exactly_its_avx512_targets_and_the_variable_does_not_leak():
+    env = {k: v for k, v in os.environ.items() if k != VARIABLE}
+    got = _child(CHILD.format(info=cpuinfo(), var=VARIABLE), env)
+    # NumPy parsed the names without an ImportWarning (raised as an error in the child), the variable is gone,
+    # and the AVX-512 targets are off whatever this CPU has.
+    assert got == {"set_to": AVX512_TARGETS, "left": None, "x86_v4": False, "avx512_icl": False}
+
+
+@pytest.mark.skipif(np.lib.NumpyVersion(np.__version__) < "2.0.0", reason="reads numpy._core (NumPy >= 2)")
+def test_elsewhere_or_when_the_user_chose_numpy_is_imported_as_it_would_be():
+    env = {k: v for k, v in os.environ.items() if k != VARIABLE}
+    plain = _child("import json, numpy; f = numpy._core._multiarray_umath.__cpu_features__; "
+                   "print(json.dumps(bool(f.get('X86_V4'))))", env)
+    intel = _child(CHILD.format(info=cpuinfo(vendor="GenuineIntel", family=6), var=VARIABLE), env)
+    assert intel == {"set_to": None, "left": None, "x86_v4": plain, "avx512_icl": intel["avx512_icl"]}
+    mine = _child(CHILD.format(info=cpuinfo(), var=VARIABLE), {**env, VARIABLE: ""})
+    assert mine["set_to"] is None and mine["left"] == "" and mine["x86_v4"] == plain
+
+
+@pytest.mark.skipif(np.lib.NumpyVersion(np.__version__) < "2.4.0", reason="NumPy < 2.4 keeps its kernels here")
+def test_the_command_line_imports_numpy_through_it_before_anything_else(tmp_path):
+    code = f"""
+import json, ttscale.numpy_dispatch as nd
+nd.slow_avx512_sort = lambda cpuinfo=None: True  # as on Zen 4
+calls, first = [], nd.import_numpy
+nd.import_numpy = lambda **kw: calls.append(first(**kw))  # what it returned: None had NumPy been imported already
+from ttscale import cli
+rc = cli.main(["sweep", "--d", "0", "--out", {str(tmp_path / "x.nc")!r}])  # rejected after the imports
+import numpy; f = numpy._core._multiarray_umath.__cpu_features__
+print(json.dumps([rc, calls, bool(f.get("X86_V4"))]))
+"""
+    env = {k: v for k, v in os.environ.items() if k != VARIABLE}
+    assert _child(code, env) == [2, [AVX512_TARGETS], False]

@@ -1,0 +1,88 @@
+"""Import NumPy without its AVX-512 sort kernels on AMD Zen 4, where they are slower than its AVX2 ones.
+
+The sweep's exact medians (:func:`ttscale.summary.median_rows`) are one ``partition`` per row of per-prompt
+errors. NumPy (≥ 1.26) runs a one-``kth`` partition of 32/64-bit numbers through x86-simd-sort, on an
+AVX-512 CPU through its AVX-512 kernel. That kernel stores with the memory form of ``vpcompress``, which
+Zen 4 (AMD family 25 with AVX-512; Zen 3, the same family, has no AVX-512, and Zen 5 is family 26)
+executes in microcode. Measured on a 2-core Zen 4 VM (``python benchmarks/numpy_partition.py``, with and
+without the variable, ``benchmarks/RESULTS.md``): 22.1 µs against 2.5 µs per row of 4096, and sweep-A's
+2640 medians 32.4 ms against 9.4 ms.
+
+NumPy chooses its kernels once, when it is imported, from ``NPY_DISABLE_CPU_FEATURES``.
+:func:`import_numpy` sets that variable for the import alone (so child processes and the rest of the
+environment never see it) and only where all of these hold: Linux says the CPU is AMD family 25 with
+``avx512f``; NumPy is ≥ 2.4 (earlier releases name their AVX-512 targets differently); NumPy is not yet
+imported; and the user has not set ``NPY_DISABLE_CPU_FEATURES`` themselves (set it to an empty string to
+keep every kernel). Everything else NumPy does keeps the AVX2 (``X86_V3``) kernels, which on Zen 4 run at
+the same width per cycle as its double-pumped AVX-512 ones.
+
+The ``ttscale`` command calls it first thing; a script can too, as its first import:
+``from ttscale.numpy_dispatch import import_numpy; import_numpy()``. This module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+
+VARIABLE = "NPY_DISABLE_CPU_FEATURES"
+#: NumPy ≥ 2.4's names of its AVX-512 dispatch targets (``numpy._core._multiarray_umath.__cpu_dispatch__``).
+AVX512_TARGETS = "X86_V4 AVX512_ICL AVX512_SPR"
+
+
+def _first_cpu(cpuinfo: str) -> dict[str, str]:
+    block = cpuinfo.split("\n\n", 1)[0]
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in block.splitlines() if ":" in line)}
+
+
+def slow_avx512_sort(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU is AMD Zen 4: ``vendor_id`` AuthenticAMD, ``cpu family`` 25 and ``avx512f`` in ``flags``.
+
+    ``cpuinfo`` is the text of ``/proc/cpuinfo`` (read when ``None``; ``False`` where it cannot be read).
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+                cpuinfo = f.read(1 << 16)
+        except OSError:
+            return False
+    cpu = _first_cpu(cpuinfo)
+    return (cpu.get("vendor_id") == "AuthenticAMD" and cpu.get("cpu family") == "25"
+            and "avx512f" in cpu.get("flags", "").split())
+
+
+def numpy_version() -> tuple[int, int] | None:
+    """NumPy's ``(major, minor)`` read from ``numpy/version.py`` without importing it (``None`` if not found)."""
+    spec = importlib.util.find_spec("numpy")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        try:
+            with open(os.path.join(folder, "version.py"), encoding="utf-8") as f:
+                text = f.read()
+        except OSError:
+            continue
+        found = re.search(r"""^(?:full_)?version\s*(?::\s*str\s*)?=\s*['"](\d+)\.(\d+)""", text, re.M)
+        if found:
+            return int(found.group(1)), int(found.group(2))
+    return None
+
+
+def import_numpy(*, cpuinfo: str | None = None) -> str | None:
+    """Import NumPy, on Zen 4 without its AVX-512 kernels (conditions in the module docstring).
+
+    Returns the value ``NPY_DISABLE_CPU_FEATURES`` had during the import when this function set it,
+    else ``None`` (NumPy imported as it would be). The variable is removed again afterwards.
+    """
+    if ("numpy" in sys.modules or VARIABLE in os.environ or not slow_avx512_sort(cpuinfo)
+            or (numpy_version() or (0, 0)) < (2, 4)):
+        import numpy  # noqa: F401
+        return None
+    os.environ[VARIABLE] = AVX512_TARGETS
+    try:
+        import numpy  # noqa: F401
+    finally:
+        del os.environ[VARIABLE]
+    return AVX512_TARGETS
