@@ -5,16 +5,16 @@ errors. NumPy (≥ 1.26) runs a one-``kth`` partition of 32/64-bit numbers throu
 AVX-512 CPU through its AVX-512 kernel. That kernel stores with the memory form of ``vpcompress``, which
 Zen 4 (AMD family 25 with AVX-512; Zen 3, the same family, has no AVX-512, and Zen 5 is family 26)
 executes in microcode. Measured on a 2-core Zen 4 VM (``python benchmarks/numpy_partition.py``, with and
-without the variable, ``benchmarks/RESULTS.md``): 22.1 µs against 2.5 µs per row of 4096, and sweep-A's
-2640 medians 32.4 ms against 9.4 ms.
+without the variable, ``benchmarks/RESULTS.md``): 21.9 µs against 2.1 µs per row of 4096, and sweep-A's
+2640 medians of 4096 prompts 32.1 ms against 7.6 ms.
 
 NumPy chooses its kernels once, when it is imported, from ``NPY_DISABLE_CPU_FEATURES``.
 :func:`import_numpy` sets that variable for the import alone (so child processes and the rest of the
 environment never see it) and only where all of these hold: Linux says the CPU is AMD family 25 with
 ``avx512f``; NumPy is ≥ 2.4 (earlier releases name their AVX-512 targets differently); NumPy is not yet
 imported; and the user has not set ``NPY_DISABLE_CPU_FEATURES`` themselves (set it to an empty string to
-keep every kernel). Everything else NumPy does keeps the AVX2 (``X86_V3``) kernels, which on Zen 4 run at
-the same width per cycle as its double-pumped AVX-512 ones.
+keep every kernel). Everything else NumPy does keeps its AVX2 (``X86_V3``) kernels; Zen 4 executes 512-bit
+instructions as two 256-bit halves anyway.
 
 The ``ttscale`` command calls it first thing; a script can too, as its first import:
 ``from ttscale.numpy_dispatch import import_numpy; import_numpy()``. This module imports nothing heavy.

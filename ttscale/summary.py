@@ -150,6 +150,8 @@ def median_rows(x, *, threads: Optional[int] = None) -> np.ndarray:
     time (extra memory ~``threads × 512 KiB``; ``x`` is never modified, ``np.memmap`` inputs
     are read block by block) and split over ``threads`` threads (NumPy releases the GIL in
     ``partition``); ``None`` uses up to 8 CPUs when ``rows · n >= 2²⁰``, else one.
+    On AMD Zen 4 NumPy's AVX-512 partition is about 10× slower than its AVX2 one: import NumPy through
+    :func:`ttscale.numpy_dispatch.import_numpy` (the ``ttscale`` command does) to get the latter.
 
     Raises ``TypeError`` for a non-float ``x``, ``ValueError`` if ``x`` is not 2-D, has no
     column or has a negative entry, or ``threads < 1``.
