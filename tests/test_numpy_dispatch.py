@@ -5,9 +5,11 @@ import os
 import subprocess
 import sys
 
+import numpy
 import numpy as np
 import pytest
 
+from ttscale import numpy_dispatch
 from ttscale.numpy_dispatch import AVX512_TARGETS, VARIABLE, numpy_version, slow_avx512_sort
 
 
@@ -41,7 +43,7 @@ def _child(code: str, env: dict) -> dict:
 CHILD = """
 import json, os, sys
 from ttscale.numpy_dispatch import import_numpy
-set_to = import_numpy(cpuinfo={info!r})
+set_to = import_numpy(cpuinfo={info!r}, cache_dir={cache!r})
 import numpy; f = numpy._core._multiarray_umath.__cpu_features__
 print(json.dumps({{"set_to": set_to, "left": os.environ.get("{var}"), "x86_v4": bool(f.get("X86_V4")),
                   "avx512_icl": bool(f.get("AVX512_ICL"))}}))
@@ -49,23 +51,55 @@ print(json.dumps({{"set_to": set_to, "left": os.environ.get("{var}"), "x86_v4": 
 
 
 @pytest.mark.skipif(np.lib.NumpyVersion(np.__version__) < "2.4.0", reason="NumPy < 2.4 keeps its kernels here")
-def test_on_zen4_numpy_loses_exactly_its_avx512_targets_and_the_variable_does_not_leak():
+def test_on_zen4_numpy_loses_exactly_its_avx512_targets_and_the_variable_does_not_leak(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != VARIABLE}
-    got = _child(CHILD.format(info=cpuinfo(), var=VARIABLE), env)
+    got = _child(CHILD.format(info=cpuinfo(), var=VARIABLE, cache=str(tmp_path)), env)
     # NumPy parsed the names without an ImportWarning (raised as an error in the child), the variable is gone,
     # and the AVX-512 targets are off whatever this CPU has.
     assert got == {"set_to": AVX512_TARGETS, "left": None, "x86_v4": False, "avx512_icl": False}
 
 
 @pytest.mark.skipif(np.lib.NumpyVersion(np.__version__) < "2.0.0", reason="reads numpy._core (NumPy >= 2)")
-def test_elsewhere_or_when_the_user_chose_numpy_is_imported_as_it_would_be():
+def test_elsewhere_or_when_the_user_chose_numpy_is_imported_as_it_would_be(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != VARIABLE}
     plain = _child("import json, numpy; f = numpy._core._multiarray_umath.__cpu_features__; "
                    "print(json.dumps(bool(f.get('X86_V4'))))", env)
-    intel = _child(CHILD.format(info=cpuinfo(vendor="GenuineIntel", family=6), var=VARIABLE), env)
+    cache = str(tmp_path)
+    intel = _child(CHILD.format(info=cpuinfo(vendor="GenuineIntel", family=6), var=VARIABLE, cache=cache), env)
     assert intel == {"set_to": None, "left": None, "x86_v4": plain, "avx512_icl": intel["avx512_icl"]}
-    mine = _child(CHILD.format(info=cpuinfo(), var=VARIABLE), {**env, VARIABLE: ""})
+    mine = _child(CHILD.format(info=cpuinfo(), var=VARIABLE, cache=cache), {**env, VARIABLE: ""})
     assert mine["set_to"] is None and mine["left"] == "" and mine["x86_v4"] == plain
+    uncached = _child(CHILD.format(info=cpuinfo(), var=VARIABLE, cache=None), env)  # no cache: no probe, no change
+    assert uncached["set_to"] is None and uncached["x86_v4"] == plain
+    assert not (tmp_path / "numpy").exists()  # no Zen 4 with a cache above: nothing probed
+
+
+@pytest.mark.skipif(np.lib.NumpyVersion(np.__version__) < "2.4.0", reason="NumPy < 2.4 keeps its kernels here")
+def test_the_child_probe_runs_once_and_a_failed_one_keeps_numpys_kernels(tmp_path, monkeypatch):
+    cache = str(tmp_path)
+    assert numpy_dispatch._imports_cleanly(cache)  # this NumPy accepts the variable: a child said so
+    (record,) = (tmp_path / "numpy").iterdir()
+    assert record.read_text() == "ok\n"
+
+    def no_child(*a, **k):
+        raise AssertionError("probed again")
+
+    monkeypatch.setattr(numpy_dispatch.subprocess, "run", no_child)
+    assert numpy_dispatch._imports_cleanly(cache)  # remembered
+    record.write_text("fails\n")  # as for a NumPy built to require AVX-512 (its import would raise)
+    assert not numpy_dispatch._imports_cleanly(cache)
+    monkeypatch.undo()
+    # a real refusal: NumPy will not disable a feature of its baseline (X86_V2 on x86-64 wheels of NumPy >= 2.4)
+    baseline = numpy._core._multiarray_umath.__cpu_baseline__
+    if "X86_V2" in baseline:
+        monkeypatch.setattr(numpy_dispatch, "AVX512_TARGETS", "X86_V2")
+        refused = tmp_path / "refused"
+        assert not numpy_dispatch._imports_cleanly(str(refused))
+        assert [p.read_text() for p in (refused / "numpy").iterdir()] == ["fails\n"]
+        monkeypatch.undo()
+    env = {k: v for k, v in os.environ.items() if k != VARIABLE}
+    got = _child(CHILD.format(info=cpuinfo(), var=VARIABLE, cache=cache), env)
+    assert got["set_to"] is None and got["left"] is None
 
 
 @pytest.mark.skipif(np.lib.NumpyVersion(np.__version__) < "2.4.0", reason="NumPy < 2.4 keeps its kernels here")
@@ -80,5 +114,6 @@ rc = cli.main(["sweep", "--d", "0", "--out", {str(tmp_path / "x.nc")!r}])  # rej
 import numpy; f = numpy._core._multiarray_umath.__cpu_features__
 print(json.dumps([rc, calls, bool(f.get("X86_V4"))]))
 """
-    env = {k: v for k, v in os.environ.items() if k != VARIABLE}
+    env = {k: v for k, v in os.environ.items() if k not in (VARIABLE, "TTSCALE_NO_CACHE")}
+    env["TTSCALE_CACHE_DIR"] = str(tmp_path / "cache")
     assert _child(code, env) == [2, [AVX512_TARGETS], False]

@@ -136,10 +136,10 @@ def main(argv=None) -> int:
         return code
 
     try:
+        from ttscale.devices import cache_root, use_compile_cache, use_cpu_cores
         from ttscale.numpy_dispatch import import_numpy
 
-        import_numpy()  # before anything imports NumPy: on AMD Zen 4, without its slow AVX-512 sorts
-        from ttscale.devices import use_compile_cache, use_cpu_cores
+        import_numpy(cache_dir=None if args.no_cache else cache_root())  # first: on AMD Zen 4, without slow sorts
 
         use_cpu_cores(args.cpu_devices, warn=args.cpu_devices is not None)
         if not args.no_cache:

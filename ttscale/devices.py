@@ -19,8 +19,6 @@ import os
 import re
 import warnings
 
-import numpy as np
-
 _FLAG = re.compile(r"--xla_force_host_platform_device_count=(\d+)")
 
 
@@ -43,6 +41,8 @@ def use_cpu_cores(n=None, *, warn: bool = True) -> int:
 
     if n is None:
         n = usable_cores()
+    import numpy as np  # not at the top: the command line chooses how NumPy is imported (ttscale.numpy_dispatch)
+
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     n = int(n)
@@ -95,6 +95,8 @@ def use_distributed(coordinator: str | None = None, num_processes: int | None = 
     for name, value, low in (("num_processes", num_processes, 1), ("process_id", process_id, 0)):
         if value is None:
             continue
+        import numpy as np
+
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
         if value < low:
@@ -114,6 +116,8 @@ def prompt_mesh(n_devices: int):
     import jax
     from jax.sharding import Mesh
 
+    import numpy as np
+
     return Mesh(np.asarray(jax.devices()[:n_devices]), ("prompts",))
 
 
@@ -126,6 +130,15 @@ def shard_map(f, mesh, in_specs, out_specs):
     from jax.experimental.shard_map import shard_map  # pragma: no cover - older jax
 
     return shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)  # pragma: no cover
+
+
+def cache_root() -> str | None:
+    """ttscale's cache directory: ``$TTSCALE_CACHE_DIR``, else ``$XDG_CACHE_HOME/ttscale`` (``~/.cache/ttscale``);
+    ``None`` when ``TTSCALE_NO_CACHE`` is set (to anything but ``0``). Nothing is created."""
+    if os.environ.get("TTSCALE_NO_CACHE", "").strip() not in ("", "0"):
+        return None
+    return os.environ.get("TTSCALE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ttscale")
 
 
 def use_compile_cache(directory: str | None = None) -> str | None:
@@ -142,11 +155,10 @@ def use_compile_cache(directory: str | None = None) -> str | None:
     first compile; the ``ttscale`` command does (``ttscale --no-cache`` to skip). Sweep-A's whole-process
     times are in ``benchmarks/RESULTS.md``.
     """
-    if os.environ.get("TTSCALE_NO_CACHE", "").strip() not in ("", "0"):
-        return None
     if directory is None:
-        directory = os.environ.get("TTSCALE_CACHE_DIR") or os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ttscale")
+        directory = cache_root()
+    if directory is None or os.environ.get("TTSCALE_NO_CACHE", "").strip() not in ("", "0"):
+        return None
     from ttscale import aot
 
     digest = aot.source_digest()[:16]

@@ -12,20 +12,27 @@ NumPy chooses its kernels once, when it is imported, from ``NPY_DISABLE_CPU_FEAT
 :func:`import_numpy` sets that variable for the import alone (so child processes and the rest of the
 environment never see it) and only where all of these hold: Linux says the CPU is AMD family 25 with
 ``avx512f``; NumPy is ≥ 2.4 (earlier releases name their AVX-512 targets differently); NumPy is not yet
-imported; and the user has not set ``NPY_DISABLE_CPU_FEATURES`` themselves (set it to an empty string to
-keep every kernel). Everything else NumPy does keeps its AVX2 (``X86_V3``) kernels; Zen 4 executes 512-bit
+imported; the user has not set ``NPY_DISABLE_CPU_FEATURES`` themselves (set it to an empty string to
+keep every kernel); and a child interpreter, run once per NumPy installation, imported NumPy with the variable
+set without an error or a warning (a NumPy built to require AVX-512 refuses it, and a failed import cannot
+be retried). That answer is kept in ttscale's cache directory (``numpy/``); with no cache, nothing changes. Everything else NumPy does keeps its AVX2 (``X86_V3``) kernels; Zen 4 executes 512-bit
 instructions as two 256-bit halves anyway.
 
 The ``ttscale`` command calls it first thing; a script can too, as its first import:
-``from ttscale.numpy_dispatch import import_numpy; import_numpy()``. This module imports nothing heavy.
+``from ttscale.devices import cache_root; from ttscale.numpy_dispatch import import_numpy;
+import_numpy(cache_dir=cache_root())``. This module imports nothing heavy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import re
+import subprocess
 import sys
+import tempfile
+import warnings
 
 VARIABLE = "NPY_DISABLE_CPU_FEATURES"
 #: NumPy ≥ 2.4's names of its AVX-512 dispatch targets (``numpy._core._multiarray_umath.__cpu_dispatch__``).
@@ -70,19 +77,68 @@ def numpy_version() -> tuple[int, int] | None:
     return None
 
 
-def import_numpy(*, cpuinfo: str | None = None) -> str | None:
+def _probe_key(cache_dir: str) -> str:
+    """The file that records whether this interpreter's NumPy imports with :data:`AVX512_TARGETS` off."""
+    spec = importlib.util.find_spec("numpy")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    stamps = []
+    for folder in folders:
+        try:
+            stamps.append(os.stat(os.path.join(folder, "version.py")).st_mtime_ns)
+        except OSError:
+            pass
+    text = "\0".join([sys.executable, *folders, *map(str, stamps), AVX512_TARGETS])
+    return os.path.join(cache_dir, "numpy", hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
+def _imports_cleanly(cache_dir: str) -> bool:
+    """Whether NumPy imports with the variable set, without an error or a warning (``-W error``), checked once
+    in a child interpreter and remembered under ``cache_dir``.
+
+    A failed ``import numpy`` cannot be retried in the same process, and NumPy fails it (``RuntimeError``)
+    when asked to disable a feature its build requires, e.g. one built for ``x86-64-v4``.
+    """
+    path = _probe_key(cache_dir)
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip() == "ok"
+    except OSError:
+        pass
+    env = {**os.environ, VARIABLE: AVX512_TARGETS}
+    try:
+        ok = subprocess.run([sys.executable, "-W", "error", "-c", "import numpy"], env=env, timeout=120,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write("ok\n" if ok else "fails\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # an unwritable cache: probe again next time
+    return ok
+
+
+def import_numpy(*, cache_dir: str | None = None, cpuinfo: str | None = None) -> str | None:
     """Import NumPy, on Zen 4 without its AVX-512 kernels (conditions in the module docstring).
 
-    Returns the value ``NPY_DISABLE_CPU_FEATURES`` had during the import when this function set it,
-    else ``None`` (NumPy imported as it would be). The variable is removed again afterwards.
+    ``cache_dir`` (ttscale's cache directory; ``None``: NumPy imported as it would be) keeps the result of a
+    one-off check, in a child interpreter, that this NumPy accepts the variable. Returns the value
+    ``NPY_DISABLE_CPU_FEATURES`` had during the import when this function set it, else ``None``. The variable
+    is removed again afterwards.
     """
-    if ("numpy" in sys.modules or VARIABLE in os.environ or not slow_avx512_sort(cpuinfo)
-            or (numpy_version() or (0, 0)) < (2, 4)):
+    if ("numpy" in sys.modules or VARIABLE in os.environ or cache_dir is None or not slow_avx512_sort(cpuinfo)
+            or (numpy_version() or (0, 0)) < (2, 4) or not _imports_cleanly(cache_dir)):
         import numpy  # noqa: F401
         return None
     os.environ[VARIABLE] = AVX512_TARGETS
     try:
-        import numpy  # noqa: F401
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ImportWarning)
+            import numpy  # noqa: F401
     finally:
         del os.environ[VARIABLE]
     return AVX512_TARGETS
