@@ -181,13 +181,14 @@ def peaks(size: int = 2048, repeats: int = 3) -> dict:
 
 # ----------------------------------------------------------------------------- machine
 def machine_info() -> dict:
-    """nproc, CPU model, load average, date (UTC), Python/NumPy/JAX versions, JAX devices."""
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    """nproc, CPU model (with its family and model numbers), load average, date (UTC), Python/NumPy/JAX versions,
+    JAX devices."""
+    from ttscale.numpy_dispatch import first_cpu
+
+    cpu = first_cpu()
+    model = cpu.get("model name", "unknown")
+    if "cpu family" in cpu:
+        model += f", family {cpu['cpu family']} model {cpu.get('model', '?')}"
     info = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "nproc": os.cpu_count(),

@@ -18,23 +18,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from ttscale.summary import median_rows
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read().split("\n\n")[0]
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    info = {k.strip(): v for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
-    get = lambda k: info.get(k, "?").strip()  # noqa: E731
-    return f"{get('model name')}, family {get('cpu family')} model {get('model')}"
+import bench_common as bc  # noqa: E402
+from ttscale.summary import median_rows  # noqa: E402
 
 
 def best(f, arr, repeats: int) -> float:
@@ -58,8 +51,8 @@ def main(argv=None) -> None:
     except ImportError:  # numpy < 2
         from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__
 
-    print(f"# {cpu()}; numpy {np.__version__}; NPY_DISABLE_CPU_FEATURES="
-          f"{os.environ.get('NPY_DISABLE_CPU_FEATURES', '')!r}")
+    bc.print_machine(bc.machine_info())
+    print(f"# NPY_DISABLE_CPU_FEATURES={os.environ.get('NPY_DISABLE_CPU_FEATURES', '')!r}")
     print(f"# dispatch targets on: {[f for f in __cpu_dispatch__ if __cpu_features__.get(f)]}")
     n, h = 4096, 2048
     x = np.random.default_rng(0).standard_exponential((args.rows, n)).astype(np.float32)

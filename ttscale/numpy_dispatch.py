@@ -39,23 +39,23 @@ VARIABLE = "NPY_DISABLE_CPU_FEATURES"
 AVX512_TARGETS = "X86_V4 AVX512_ICL AVX512_SPR"
 
 
-def _first_cpu(cpuinfo: str) -> dict[str, str]:
-    block = cpuinfo.split("\n\n", 1)[0]
-    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in block.splitlines() if ":" in line)}
-
-
-def slow_avx512_sort(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU is AMD Zen 4: ``vendor_id`` AuthenticAMD, ``cpu family`` 25 and ``avx512f`` in ``flags``.
-
-    ``cpuinfo`` is the text of ``/proc/cpuinfo`` (read when ``None``; ``False`` where it cannot be read).
-    """
+def first_cpu(cpuinfo: str | None = None) -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (``vendor_id``, ``cpu family``, ``model``, ``model name``,
+    ``flags``, ...), stripped; ``cpuinfo`` is that file's text (read when ``None``; ``{}`` where it cannot be read)."""
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
                 cpuinfo = f.read(1 << 16)
         except OSError:
-            return False
-    cpu = _first_cpu(cpuinfo)
+            return {}
+    block = cpuinfo.split("\n\n", 1)[0]
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in block.splitlines() if ":" in line)}
+
+
+def slow_avx512_sort(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU is AMD Zen 4: ``vendor_id`` AuthenticAMD, ``cpu family`` 25 and ``avx512f`` in ``flags``
+    (:func:`first_cpu` of ``cpuinfo``; ``False`` where ``/proc/cpuinfo`` cannot be read)."""
+    cpu = first_cpu(cpuinfo)
     return (cpu.get("vendor_id") == "AuthenticAMD" and cpu.get("cpu family") == "25"
             and "avx512f" in cpu.get("flags", "").split())
 
